@@ -1,0 +1,157 @@
+"""`hpd-gguf bench`: the modes on the same documents in one process, side by side."""
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .engine import Extractor
+from .evaluate import score
+from .jsonl import load_jsonl
+from .llama import Batch, Context, Model, physical_cores
+from .schema import Document, Result, Task, make_task
+
+
+@dataclass
+class ModeRun:
+    mode: str
+    seconds: float
+    documents: int
+    tokens: int
+    decode_calls: int
+    values: int
+    same_as_sequential: int | None = None
+    f1: float | None = None
+    f1_case_insensitive: float | None = None
+    peak_rss_mb: float | None = None
+
+    @property
+    def documents_per_second(self) -> float:
+        return self.documents / self.seconds
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+
+@dataclass
+class Report:
+    model: str
+    documents: int
+    threads: int
+    prefill_tokens_per_second: float
+    runs: list[ModeRun] = field(default_factory=list)
+    scaling: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {**{k: v for k, v in asdict(self).items() if k != "runs"},
+                "runs": [{**asdict(r), "documents_per_second": r.documents_per_second,
+                          "tokens_per_second": r.tokens_per_second} for r in self.runs]}
+
+    def table(self) -> str:
+        by_mode = {r.mode: r for r in self.runs}
+        lines = [f"model {self.model}, {self.documents} documents, {self.threads} threads, "
+                 f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch)",
+                 f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'decodes':>9}"
+                 f"{'hpd speedup':>13}{'= sequential':>16}{'F1':>7}"]
+        hpd = by_mode.get("hpd")
+        for r in self.runs:
+            speedup = f"{r.seconds / hpd.seconds:.2f}x" if hpd else "-"
+            same = (f"{r.same_as_sequential}/{r.values} ({100 * r.same_as_sequential / r.values:.1f}%)"
+                    if r.same_as_sequential is not None else "-")
+            f1 = f"{r.f1:.3f}" if r.f1 is not None else "-"
+            lines.append(f"{r.mode:<11}{r.seconds:>9.2f}{r.documents_per_second:>9.3f}"
+                         f"{r.tokens_per_second:>9.0f}{r.tokens_per_second / self.prefill_tokens_per_second:>10.0%}"
+                         f"{r.decode_calls:>9}{speedup:>13}{same:>16}{f1:>7}")
+        if self.scaling:
+            lines += ["", "hpd scaling", f"{'documents':>10}{'attributes':>11}{'wall s':>9}{'docs/s':>9}"
+                      f"{'tok/s':>9}{'of prefill':>11}{'peak RSS MB':>13}"]
+            for s in self.scaling:
+                lines.append(f"{s['documents']:>10}{s['attributes']:>11}{s['seconds']:>9.2f}"
+                             f"{s['documents_per_second']:>9.2f}{s['tokens_per_second']:>9.0f}"
+                             f"{s['share_of_prefill']:>10.0%}{s['peak_rss_mb']:>13.0f}")
+        return "\n".join(lines)
+
+
+def measure_prefill(model: Model, tokens: list[int], batch_tokens: int, threads: int) -> float:
+    """Tokens per second of one full batch of prompt tokens (best of three)."""
+    context = Context(model, batch_tokens * 2, batch_tokens, 1, threads)
+    batch = Batch(batch_tokens)
+    chunk = (tokens * (batch_tokens // max(1, len(tokens)) + 1))[:batch_tokens]
+    best = 0.0
+    for _ in range(3):
+        context.clear()
+        batch.clear()
+        batch.add(chunk, 0, (0,), True)
+        start = time.perf_counter()
+        context.decode(batch)
+        best = max(best, batch_tokens / (time.perf_counter() - start))
+    context.close()
+    return best
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_mode(model: Model, tasks: list[Task], mode: str, **settings) -> tuple[ModeRun, list[Result]]:
+    extractor = Extractor(model, mode=mode, **settings)
+    start = time.perf_counter()
+    results = list(extractor.extract(tasks))
+    seconds = time.perf_counter() - start
+    run = ModeRun(mode, seconds, len(results), extractor.stats.tokens, extractor.stats.decode_calls,
+                  sum(len(r.values) for r in results), peak_rss_mb=_peak_rss_mb())
+    return run, results
+
+
+def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | None = None,
+              gold: bool = False, scaling: bool = False, log=print, **settings) -> Report:
+    records = load_jsonl(docs_path)[:limit]
+    tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "category", "attributes")
+                                                if k in r}), None) for r in records]
+    model = Model(model_path, settings.get("n_gpu_layers", 0))
+    threads = settings.get("threads") or physical_cores()
+    probe = Extractor(model, mode="hpd", **settings).layout.document(tasks[0]).tokens
+    prefill = measure_prefill(model, probe, settings.get("batch_tokens", 512), threads)
+    report = Report(model_path.name, len(tasks), threads, prefill)
+    outputs: dict[str, list[Result]] = {}
+    for mode in modes:
+        log(f"bench: {mode} on {len(tasks)} documents ...")
+        run, outputs[mode] = run_mode(model, tasks, mode, **settings)
+        if gold:
+            scores = score(records, {r.id: r.values for r in outputs[mode]})
+            run.f1, run.f1_case_insensitive = scores.exact.f1, scores.folded.f1
+        report.runs.append(run)
+        log(f"bench: {mode} {run.seconds:.1f} s")
+    reference = outputs.get("sequential")
+    if reference:
+        for run in report.runs:
+            run.same_as_sequential = sum(
+                a.values.get(k) == v for a, b in zip(outputs[run.mode], reference) for k, v in b.values.items())
+    if scaling:
+        report.scaling = run_scaling(model, records, prefill, log, **settings)
+    return report
+
+
+def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
+                sizes=(16, 64, 256), widths=(5, 20, 60), **settings) -> list[dict]:
+    """hpd over documents x attributes per document; attributes beyond a document's own come
+    from the other categories' lists."""
+    names: list[str] = []
+    for r in records:
+        names += [a for a in r["attributes"] if a not in names]
+    rows = []
+    for width in widths:
+        for size in sizes:
+            chosen = (records * (size // max(1, len(records)) + 1))[:size]
+            tasks = [make_task(Document(id=f"{i}", text=r["text"], category=r.get("category"),
+                                        attributes=(r["attributes"] + [n for n in names if n not in r["attributes"]])[:width]),
+                               None) for i, r in enumerate(chosen)]
+            log(f"bench: scaling {size} documents x {width} attributes ...")
+            run, _ = run_mode(model, tasks, "hpd", **settings)
+            rows.append({"documents": size, "attributes": width, "seconds": run.seconds,
+                         "documents_per_second": run.documents_per_second,
+                         "tokens_per_second": run.tokens_per_second,
+                         "share_of_prefill": run.tokens_per_second / prefill, "peak_rss_mb": run.peak_rss_mb})
+    return rows

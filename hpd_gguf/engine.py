@@ -1,0 +1,307 @@
+"""The extraction engine: hyper-parallel decoding and the reference modes over the same prompts.
+
+    hpd         every attribute a branch, all documents' branches stacked, continuous admission,
+                the run-wide preamble decoded once
+    hpd-static  the same in fixed groups, each document decoding its own preamble
+    sequential  each attribute's prompt alone, reusing the cached prefix (the reference answer)
+    naive       each attribute's prompt alone, from scratch
+    json        one autoregressive JSON object per document, reusing the cached prefix
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from . import models
+from .kv import PREAMBLE_SEQ, KVCache
+from .llama import Batch, Context, LlamaError, Model, physical_cores, supports_gpu_offload
+from .prompt import DocumentPrompt, PromptLayout, common_prefix
+from .scheduler import Limits, Scheduler
+from .schema import Document, Result, Schema, Task, clean_value, make_task
+from .sequence import Branch, DocumentState, Stops
+
+MODES = ("hpd", "hpd-static", "sequential", "naive", "json")
+
+
+@dataclass
+class Settings:
+    mode: str = "hpd"
+    max_value_tokens: int = 24
+    threads: int | None = None
+    n_gpu_layers: int = 0
+    batch_tokens: int = 512  # tokens per decode (n_batch)
+    n_seq_max: int = 256
+    max_resident: int = 64  # documents in flight (hpd)
+    n_ctx: int = 0  # 0: sized from the work
+    truncate: bool = False  # cut documents longer than the context instead of failing them
+    json_tokens_per_attribute: int = 0  # 0: max_value_tokens + 8
+
+
+@dataclass
+class Stats:
+    documents: int = 0
+    decode_calls: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Extractor:
+    """Extracts attribute values from documents with one model.
+
+        extractor = Extractor("qwen2.5-coder-0.5b")
+        for result in extractor.extract([{"id": "1", "text": "...", "attributes": ["Brand"]}]):
+            print(result.id, result.values)
+    """
+
+    def __init__(self, model: str | Path | Model = "qwen2.5-coder-0.5b", schema: Schema | None = None,
+                 log=lambda message: None, **settings):
+        self.settings = Settings(**settings)
+        if self.settings.mode not in MODES:
+            raise ValueError(f"unknown mode {self.settings.mode!r}; choose from {', '.join(MODES)}")
+        if self.settings.n_gpu_layers and not supports_gpu_offload():
+            warnings.warn("--n-gpu-layers given, but this llama-cpp-python has no GPU support; using the CPU")
+            self.settings.n_gpu_layers = 0
+        self.schema = schema
+        self.model = model if isinstance(model, Model) else Model(models.resolve(model, log),
+                                                                  self.settings.n_gpu_layers)
+        described = schema.all_attributes() if schema else None
+        answer_format = "json" if self.settings.mode == "json" else "lines"
+        self.layout = PromptLayout(self.model, answer_format, attributes=described)
+        self.pieces = self.model.pieces
+        has_newline = np.fromiter((b"\n" in p for p in self.pieces), bool, len(self.pieces))
+        eog = self.model.end_of_generation_mask()
+        self.stops = Stops(eog, has_newline, self.settings.max_value_tokens)
+        self.stats = Stats()
+
+    # inputs
+    def task(self, document: Document | dict | Task) -> Task:
+        if isinstance(document, Task):
+            return document
+        if isinstance(document, dict):
+            document = Document.model_validate(document)
+        return make_task(document, self.schema)
+
+    def extract(self, documents: Iterable[Document | dict | Task]) -> Iterator[Result]:
+        """Results in input order, each as soon as it and all before it are done."""
+        tasks = (self.task(d) for d in documents)
+        start = time.perf_counter()
+        runner = {"hpd": self._hpd, "hpd-static": self._hpd, "sequential": self._one_by_one,
+                  "naive": self._one_by_one, "json": self._json}[self.settings.mode]
+        for result in runner(tasks):
+            self.stats.documents += 1
+            self.stats.seconds = time.perf_counter() - start
+            yield result
+
+    # shared pieces
+    def _context(self, n_ctx: int, n_seq_max: int) -> Context:
+        n_ctx = max(256, math.ceil(n_ctx / 256) * 256)
+        return Context(self.model, n_ctx, self.settings.batch_tokens, n_seq_max,
+                       self.settings.threads or physical_cores())
+
+    def _max_positions(self) -> int:
+        return self.model.n_ctx_train
+
+    def _prompt(self, task: Task, suffixes: bool = True) -> DocumentPrompt | Result:
+        """The document's prompt, truncated or turned into an error record when too long."""
+        prompt = self.layout.document(task, suffixes)
+        limit = self._positions_limit()
+        longest = len(prompt.tokens) + max((len(s) for s in prompt.suffixes), default=0)
+        over = longest + self._value_budget(task) - limit
+        if over <= 0:
+            return prompt
+        if not self.settings.truncate:
+            return Result(id=task.id, values={n: None for n in task.names},
+                          error=f"document too long: {longest} prompt tokens, the limit is "
+                                f"{limit - self._value_budget(task)} (use --truncate)")
+        warnings.warn(f"document {task.id!r}: truncated by {over} tokens to fit the context")
+        text = task.document.text
+        cut = task.model_copy(update={"document": task.document.model_copy(
+            update={"text": text[: max(1, len(text) - over * 8)]})})  # ~8 bytes a token at most
+        return self._prompt(cut, suffixes)
+
+    def _positions_limit(self) -> int:
+        return min(self.model.n_ctx_train, self.settings.n_ctx or self.model.n_ctx_train)
+
+    def _value_budget(self, task: Task) -> int:
+        if self.settings.mode == "json":
+            return len(task.names) * self._json_tokens_per_attribute() + 8
+        return self.settings.max_value_tokens
+
+    def _json_tokens_per_attribute(self) -> int:
+        return self.settings.json_tokens_per_attribute or self.settings.max_value_tokens + 8
+
+    def _count(self, context: Context) -> None:
+        self.stats.decode_calls += context.decode_calls
+        self.stats.tokens += context.tokens_decoded
+        context.decode_calls = context.tokens_decoded = 0
+
+    # hpd
+    def _hpd(self, tasks: Iterator[Task]) -> Iterator[Result]:
+        s = self.settings
+        continuous = s.mode == "hpd"
+        context = self._context(s.n_ctx or self._hpd_cells(), s.n_seq_max)
+        preamble = self.layout.preamble if continuous else []
+        kv = KVCache(context, reserved_cells=len(preamble))
+        batch = Batch(context.n_batch)
+        if preamble:
+            self._decode_alone(context, batch, Branch(seq=PREAMBLE_SEQ, pending=list(preamble)))
+        scheduler = Scheduler(kv, Limits(s.batch_tokens, s.max_resident, continuous), continuous)
+        done: dict[int, Result] = {}
+        next_out, order, exhausted = 0, 0, False
+        try:
+            while True:
+                while not exhausted and len(scheduler.waiting) < 2 * s.max_resident:
+                    task = next(tasks, None)
+                    if task is None:
+                        exhausted = True
+                        break
+                    prompt = self._prompt(task)
+                    if isinstance(prompt, Result):
+                        done[order] = prompt
+                    else:
+                        doc = DocumentState.create(task, prompt, self.stops, order, continuous)
+                        if scheduler.fits(doc):
+                            scheduler.add(doc)
+                        else:
+                            done[order] = Result(id=task.id, values={n: None for n in task.names},
+                                                 error="document does not fit in the KV cache")
+                    order += 1
+                while next_out in done:
+                    yield done.pop(next_out)
+                    scheduler.mark_emitted(next_out)
+                    next_out += 1
+                if scheduler.idle:
+                    if exhausted:
+                        return
+                    continue
+                outputs = scheduler.plan(batch)
+                logits = context.decode(batch)
+                for branch, token, logprob in zip([b for b, _ in outputs], *self._sample(logits)):
+                    if branch.accept(int(token), float(logprob)):
+                        doc = scheduler.finish_branch(branch)
+                        if doc is not None:
+                            done[doc.order] = doc.result(self.pieces)
+        finally:
+            self._count(context)
+            context.close()
+
+    def _hpd_cells(self) -> int:
+        """KV cells for the resident documents (estimated from the preamble and budgets)."""
+        per_branch = 8 + self.settings.max_value_tokens
+        per_document = 96 + (0 if self.settings.mode == "hpd" else len(self.layout.preamble))
+        return len(self.layout.preamble) + self.settings.max_resident * per_document + \
+            (self.settings.n_seq_max - 1) * per_branch + 2 * self.settings.batch_tokens
+
+    @staticmethod
+    def _sample(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy tokens and their log-probabilities, vectorised over the batch's outputs."""
+        if len(logits) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        tokens = logits.argmax(axis=1)
+        best = logits[np.arange(len(tokens)), tokens]
+        logprobs = -np.log(np.exp(logits - best[:, None]).sum(axis=1))
+        return tokens, logprobs
+
+    # one prompt at a time
+    def _decode_alone(self, context: Context, batch: Batch, branch: Branch) -> None:
+        """Decode a sequence's pending tokens; a branch then generates its value greedily."""
+        while branch.pending:
+            batch.clear()
+            chunk, start = branch.take(batch.capacity)
+            wants = branch.doc is not None and not branch.pending
+            batch.add(chunk, start, (branch.seq,), wants)
+            logits = context.decode(batch)
+            if wants:
+                tokens, logprobs = self._sample(logits)
+                branch.accept(int(tokens[0]), float(logprobs[0]))
+
+    def _one_by_one(self, tasks: Iterator[Task]) -> Iterator[Result]:
+        """sequential (reuse=True) and naive: every attribute's whole prompt on its own."""
+        reuse = self.settings.mode == "sequential"
+        context = self._context(self._positions_limit(), 1)
+        batch = Batch(context.n_batch)
+        cached: list[int] = []
+        try:
+            for task in tasks:
+                prompt = self._prompt(task)
+                if isinstance(prompt, Result):
+                    yield prompt
+                    continue
+                doc = DocumentState.create(task, prompt, self.stops, 0, share_preamble=False)
+                for branch in doc.branches:
+                    tokens = prompt.full(branch.index)
+                    cached = self._reuse(context, cached if reuse else [], tokens, branch)
+                    branch.seq = 0
+                    self._decode_alone(context, batch, branch)
+                    cached = self._cached(context, tokens + branch.generated)
+                yield doc.result(self.pieces)
+        finally:
+            self._count(context)
+            context.close()
+
+    @staticmethod
+    def _reuse(context: Context, cached: list[int], tokens: list[int], sequence) -> list[int]:
+        """Keep the cached prefix the prompt shares (as llama-cpp-python's Llama does); the
+        sequence is left with the rest pending.  Returns the tokens now cached."""
+        keep = min(common_prefix(cached, tokens), len(tokens) - 1)
+        context.seq_rm(0, keep, -1)
+        sequence.pos, sequence.pending = keep, list(tokens[keep:])
+        return list(tokens)
+
+    @staticmethod
+    def _cached(context: Context, tokens: list[int]) -> list[int]:
+        """The tokens sequence 0 now holds (the last sampled one is never decoded)."""
+        return tokens[: context.seq_pos_max(0) + 1]
+
+    # json
+    def _json(self, tasks: Iterator[Task]) -> Iterator[Result]:
+        context = self._context(self._positions_limit(), 1)
+        batch = Batch(context.n_batch)
+        cached: list[int] = []
+        try:
+            for task in tasks:
+                prompt = self._prompt(task, suffixes=False)
+                if isinstance(prompt, Result):
+                    yield prompt
+                    continue
+                stops = Stops(self.stops.end_of_generation, self.stops.has_newline,
+                              self._value_budget(task), multiline=True)
+                doc = DocumentState(task=task, prompt=prompt, stops=stops)
+                answer = Branch(doc=doc, seq=0)
+                cached = self._reuse(context, cached, prompt.tokens, answer)
+                self._decode_alone(context, batch, answer)
+                cached = self._cached(context, prompt.tokens + answer.generated)
+                yield parse_json_answer(task, answer.text(self.pieces), answer.logprobs)
+        finally:
+            self._count(context)
+            context.close()
+
+
+def parse_json_answer(task: Task, text: str, logprobs: list[float]) -> Result:
+    """Values from the first JSON object in a generated answer; missing keys are null."""
+    values: dict[str, str | None] = {name: None for name in task.names}
+    match = re.search(r"\{.*\}", text, re.DOTALL)
+    parsed = None
+    if match:
+        try:
+            parsed = json.loads(match.group(0))
+        except json.JSONDecodeError:
+            parsed = None
+    if isinstance(parsed, dict):
+        lowered = {str(k).strip().lower(): v for k, v in parsed.items()}
+        for name in task.names:
+            value = lowered.get(name.lower())
+            if isinstance(value, list):
+                value = value[0] if value else None
+            values[name] = None if value is None else clean_value(str(value))
+    confidence = float(np.exp(np.sum(logprobs))) if logprobs else 1.0
+    return Result(id=task.id, values=values, confidence={n: confidence for n in task.names})

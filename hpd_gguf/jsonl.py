@@ -1,0 +1,144 @@
+"""Reading documents and writing results as JSON lines, line by line and never losing work."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator
+
+from pydantic import ValidationError
+
+from .schema import Document, InputError, Result, Schema, Task, make_task
+
+MAX_LINE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass
+class Rejected:
+    """A line that could not be used, and why."""
+
+    where: str  # "file:line"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+def read_lines(path: str | Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) for each line; None for a line longer than max_bytes, which is
+    skipped without being held in memory."""
+    with open(path, "rb") as f:
+        number = 0
+        while True:
+            line = f.readline(max_bytes + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > max_bytes:
+                while line and not line.endswith(b"\n"):  # drain the rest of the long line
+                    line = f.readline(1 << 20)
+                yield number, None
+            else:
+                yield number, line
+
+
+def parse_line(raw: bytes | None) -> dict:
+    """One JSON object from a line, or ValueError saying what is wrong."""
+    if raw is None:
+        raise ValueError(f"line longer than {MAX_LINE_BYTES // (1024 * 1024)} MB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"invalid UTF-8 at byte {error.start}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"invalid JSON: {error.msg} at column {error.colno}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _document_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "line"
+    if first["type"] == "missing":
+        return f"missing {field!r}"
+    return f"{field!r}: {first['msg'].lower()}"
+
+
+def read_tasks(path: str | Path, schema: Schema | None = None,
+               skip_ids: set[str] = frozenset()) -> Iterator[Task | Rejected]:
+    """Tasks from a JSONL file of documents; bad lines come as Rejected, blank ones are skipped."""
+    seen: set[str] = set()
+    for number, raw in read_lines(path):
+        if raw is not None and not raw.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = parse_line(raw)
+            try:
+                document = Document.model_validate(record)
+            except ValidationError as error:
+                raise ValueError(_document_error(error)) from None
+            if document.id in seen:
+                raise ValueError(f"duplicate id {document.id!r}")
+            seen.add(document.id)
+            if document.id in skip_ids:
+                continue
+            yield make_task(document, schema)
+        except ValueError as error:
+            yield Rejected(where, str(error))
+
+
+class ResultWriter:
+    """Writes one complete, flushed line per result; with resume, keeps what a previous run
+    wrote (dropping a truncated last line) and remembers which ids are done."""
+
+    def __init__(self, path: str | Path | None, resume: bool = False):
+        self.path = Path(path) if path else None
+        self.done: set[str] = set()
+        if self.path is None:
+            self._out: IO[str] = sys.stdout
+            return
+        if resume and self.path.exists():
+            self._recover()
+        self._out = open(self.path, "a" if resume else "w", encoding="utf-8")
+
+    def _recover(self) -> None:
+        good_end = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    self.done.add(str(json.loads(line)["id"]))
+                except (ValueError, KeyError, TypeError):
+                    break
+                good_end += len(line)
+        if good_end != self.path.stat().st_size:
+            os.truncate(self.path, good_end)
+
+    def write(self, result: Result) -> None:
+        self._out.write(result.model_dump_json(exclude_none=True) + "\n")
+        self._out.flush()
+        self.done.add(result.id)
+
+    def close(self) -> None:
+        if self.path is not None and not self._out.closed:
+            self._out.close()
+
+
+def load_jsonl(path: str | Path) -> list[dict]:
+    """All objects of a trusted JSONL file (gold or predictions); bad lines raise InputError."""
+    records = []
+    for number, raw in read_lines(path):
+        if raw is not None and not raw.strip():
+            continue
+        try:
+            records.append(parse_line(raw))
+        except ValueError as error:
+            raise InputError(f"{path}:{number}", str(error)) from None
+    return records

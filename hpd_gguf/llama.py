@@ -1,0 +1,300 @@
+"""The one module that touches llama.cpp (through llama-cpp-python's ctypes bindings).
+
+Model: weights, vocabulary, tokenizer, metadata.  Context: the unified KV cache, decode,
+logits as numpy views, sequence memory operations.  Batch: a llama_batch filled from Python.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+import llama_cpp as C
+
+GGUF_MAGIC = b"GGUF"
+
+
+class LlamaError(RuntimeError):
+    """llama.cpp refused a model, a context or a batch."""
+
+
+_initialised = False
+
+
+def _init_backend() -> None:
+    global _initialised
+    if not _initialised:
+        if not os.environ.get("HPD_GGUF_LLAMA_LOG"):
+            C.llama_log_set(_silent_log, ctypes.c_void_p())
+        C.llama_backend_init()
+        _initialised = True
+
+
+@C.llama_log_callback
+def _silent_log(level, text, user_data):  # llama.cpp logs only when HPD_GGUF_LLAMA_LOG is set
+    pass
+
+
+def supports_gpu_offload() -> bool:
+    return bool(C.llama_supports_gpu_offload())
+
+
+def physical_cores() -> int:
+    """Physical cores (threads beyond them slow llama.cpp down on CPU)."""
+    try:
+        cores = set()
+        block: dict[str, str] = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines() + [""]:
+            if ":" in line:
+                key, value = line.split(":", 1)
+                block[key.strip()] = value.strip()
+            elif block:
+                cores.add((block.get("physical id"), block.get("core id", block.get("processor"))))
+                block = {}
+        count = len(cores)
+    except OSError:
+        count = 0
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(count or available or 1, available or 1))
+
+
+def check_gguf(path: Path) -> None:
+    """Clear errors for files llama.cpp would only log about."""
+    if not path.is_file():
+        raise LlamaError(f"model file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:4] != GGUF_MAGIC:
+        raise LlamaError(f"{path} is not a GGUF file")
+    version, = struct.unpack("<I", head[4:8])
+    if version not in (2, 3):
+        raise LlamaError(f"{path}: unsupported GGUF version {version}")
+
+
+class Model:
+    """Weights and vocabulary of one GGUF file."""
+
+    def __init__(self, path: str | os.PathLike, n_gpu_layers: int = 0):
+        _init_backend()
+        self.path = Path(path)
+        check_gguf(self.path)
+        params = C.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        self._model = C.llama_model_load_from_file(str(self.path).encode(), params)
+        if not self._model:
+            raise LlamaError(f"llama.cpp could not load {self.path} (truncated or corrupt GGUF?)")
+        self._vocab = C.llama_model_get_vocab(self._model)
+        self.n_vocab = C.llama_vocab_n_tokens(self._vocab)
+        self.bos = C.llama_vocab_bos(self._vocab)
+        self.add_bos = bool(C.llama_vocab_get_add_bos(self._vocab))
+        self.n_ctx_train = C.llama_model_n_ctx_train(self._model)
+        self.n_params = C.llama_model_n_params(self._model)
+        self._pieces: list[bytes] | None = None
+
+    def close(self) -> None:
+        if getattr(self, "_model", None):
+            C.llama_model_free(self._model)
+            self._model = None
+
+    __del__ = close
+
+    def metadata(self, key: str) -> str | None:
+        size = C.llama_model_meta_val_str(self._model, key.encode(), None, 0)
+        if size < 0:
+            return None
+        buffer = ctypes.create_string_buffer(size + 1)
+        C.llama_model_meta_val_str(self._model, key.encode(), buffer, size + 1)
+        return buffer.value.decode("utf-8", errors="replace")
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.metadata("tokenizer.chat_template")
+
+    def metadata_token(self, key: str) -> str:
+        """The text of a token named in the metadata (for example `tokenizer.ggml.eos_token_id`)."""
+        value = self.metadata(key)
+        return self.piece(int(value)).decode("utf-8", errors="replace") if value else ""
+
+    def tokenize(self, text: str, parse_special: bool = False) -> list[int]:
+        """Tokens of `text`, no BOS added; special-token text stays plain unless parse_special."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        tokens = (C.llama_token * capacity)()
+        count = C.llama_tokenize(self._vocab, data, len(data), tokens, capacity, False, parse_special)
+        if count < 0:
+            raise LlamaError(f"tokenization failed for {len(data)} bytes")
+        return tokens[:count]
+
+    def piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        size = C.llama_token_to_piece(self._vocab, token, buffer, 64, 0, True)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = C.llama_token_to_piece(self._vocab, token, buffer, -size, 0, True)
+        return buffer.raw[:size]
+
+    @property
+    def pieces(self) -> list[bytes]:
+        """Every token's bytes (built once)."""
+        if self._pieces is None:
+            self._pieces = [self.piece(token) for token in range(self.n_vocab)]
+        return self._pieces
+
+    def is_control(self, token: int) -> bool:
+        attr = C.llama_vocab_get_attr(self._vocab, token)
+        return bool(attr & (C.LLAMA_TOKEN_ATTR_CONTROL | C.LLAMA_TOKEN_ATTR_USER_DEFINED))
+
+    def end_of_generation_mask(self) -> np.ndarray:
+        return np.fromiter((C.llama_vocab_is_eog(self._vocab, t) for t in range(self.n_vocab)),
+                           dtype=bool, count=self.n_vocab)
+
+
+class Batch:
+    """A llama_batch whose arrays are numpy views; each token may carry several sequences."""
+
+    def __init__(self, capacity: int, max_seqs_per_token: int = 1):
+        self.capacity = capacity
+        self.max_seqs = max_seqs_per_token
+        self._batch = C.llama_batch_init(capacity, 0, max_seqs_per_token)
+        b = self._batch
+        self.token = np.ctypeslib.as_array(b.token, shape=(capacity,))
+        self.pos = np.ctypeslib.as_array(b.pos, shape=(capacity,))
+        self.n_seq_id = np.ctypeslib.as_array(b.n_seq_id, shape=(capacity,))
+        self.logits = np.ctypeslib.as_array(b.logits, shape=(capacity,))
+        self._seq_rows = [np.ctypeslib.as_array(b.seq_id[i], shape=(max_seqs_per_token,))
+                          for i in range(capacity)]
+        self.size = 0
+        self.n_outputs = 0
+
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            C.llama_batch_free(self._batch)
+            self._batch = None
+
+    __del__ = close
+
+    def clear(self) -> None:
+        self.size = 0
+        self.n_outputs = 0
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.size
+
+    def add(self, tokens, start_pos: int, seq_ids, logits_last: bool) -> int:
+        """Append consecutive tokens of the given sequences; returns the output row of the last
+        token when logits_last, else -1."""
+        n = len(tokens)
+        if n == 0:
+            return -1
+        if self.size + n > self.capacity:
+            raise LlamaError(f"batch overflow: {self.size} + {n} > {self.capacity}")
+        if not 0 < len(seq_ids) <= self.max_seqs:
+            raise LlamaError(f"a token may carry 1 to {self.max_seqs} sequences, not {len(seq_ids)}")
+        s, e = self.size, self.size + n
+        self.token[s:e] = tokens
+        self.pos[s:e] = np.arange(start_pos, start_pos + n, dtype=np.int32)
+        self.n_seq_id[s:e] = len(seq_ids)
+        for row in self._seq_rows[s:e]:
+            row[: len(seq_ids)] = seq_ids
+        self.logits[s:e] = 0
+        self.size = e
+        if not logits_last:
+            return -1
+        self.logits[e - 1] = 1
+        self.n_outputs += 1
+        return self.n_outputs - 1
+
+    def view(self, start: int, stop: int) -> C.llama_batch:
+        """The tokens [start, stop) as a llama_batch sharing these arrays."""
+        b = self._batch
+        offset = lambda pointer, kind: ctypes.cast(  # noqa: E731
+            ctypes.addressof(pointer.contents) + start * ctypes.sizeof(kind), ctypes.POINTER(kind))
+        return C.llama_batch(
+            n_tokens=stop - start, token=offset(b.token, C.llama_token), embd=None,
+            pos=offset(b.pos, C.llama_pos), n_seq_id=offset(b.n_seq_id, ctypes.c_int32),
+            seq_id=ctypes.cast(ctypes.addressof(b.seq_id.contents) + start * ctypes.sizeof(ctypes.c_void_p),
+                               ctypes.POINTER(ctypes.POINTER(C.llama_seq_id))),
+            logits=offset(b.logits, ctypes.c_int8))
+
+
+class Context:
+    """An inference context with one KV cache shared (unified) by all sequences."""
+
+    def __init__(self, model: Model, n_ctx: int, n_batch: int, n_seq_max: int = 1,
+                 n_threads: int | None = None, flash_attention: bool = True):
+        if not 1 <= n_seq_max <= 256:
+            raise LlamaError(f"n_seq_max must be 1..256, not {n_seq_max}")
+        self.model = model
+        params = C.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
+        params.n_threads = params.n_threads_batch = n_threads or physical_cores()
+        params.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_AUTO if flash_attention
+                                  else C.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        params.no_perf = True
+        self._ctx = C.llama_init_from_model(model._model, params)
+        if not self._ctx:
+            raise LlamaError(f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch})")
+        self.n_ctx = C.llama_n_ctx(self._ctx)
+        self.n_batch = C.llama_n_batch(self._ctx)
+        self.n_seq_max = C.llama_n_seq_max(self._ctx)
+        self.n_threads = params.n_threads
+        self._memory = C.llama_get_memory(self._ctx)
+        self.decode_calls = 0
+        self.tokens_decoded = 0
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            C.llama_free(self._ctx)
+            self._ctx = None
+
+    __del__ = close
+
+    def decode(self, batch: Batch) -> np.ndarray:
+        """Decode the whole batch; returns its logits (n_outputs, n_vocab), a view valid until
+        the next decode.  When llama.cpp finds no KV slot, halves of the batch are tried."""
+        if batch.size > self.n_batch:
+            raise LlamaError(f"batch of {batch.size} tokens exceeds n_batch={self.n_batch}")
+        parts = self._decode_range(batch, 0, batch.size) if batch.size else []
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.empty((0, self.model.n_vocab), np.float32)
+
+    def _decode_range(self, batch: Batch, start: int, stop: int) -> list[np.ndarray]:
+        status = C.llama_decode(self._ctx, batch.view(start, stop))
+        if status == 0:
+            self.decode_calls += 1
+            self.tokens_decoded += stop - start
+            n_out = int(batch.logits[start:stop].sum())
+            return [self._logits(n_out)] if n_out else []
+        if status == 1 and stop - start > 1:  # no KV slot: try smaller pieces
+            middle = (start + stop) // 2
+            first = [part.copy() for part in self._decode_range(batch, start, middle)]
+            return first + self._decode_range(batch, middle, stop)
+        raise LlamaError(f"llama_decode returned {status} for {stop - start} tokens"
+                         + (" (KV cache full)" if status == 1 else ""))
+
+    def _logits(self, n_outputs: int) -> np.ndarray:
+        pointer = C.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(pointer, shape=(n_outputs, self.model.n_vocab))
+
+    # sequence memory (metadata operations in a unified cache)
+    def seq_cp(self, source: int, target: int, p0: int = -1, p1: int = -1) -> None:
+        C.llama_memory_seq_cp(self._memory, source, target, p0, p1)
+
+    def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None:
+        if not C.llama_memory_seq_rm(self._memory, seq, p0, p1):
+            raise LlamaError(f"could not remove positions [{p0}, {p1}) of sequence {seq}")
+
+    def seq_pos_max(self, seq: int) -> int:
+        return C.llama_memory_seq_pos_max(self._memory, seq)
+
+    def clear(self) -> None:
+        C.llama_memory_clear(self._memory, True)

@@ -1,0 +1,210 @@
+"""Prompt layout: run-wide preamble -> document segment -> branch suffix -> value.
+
+The prompt for one attribute is the model's own chat template with a system message (the
+instructions), a user message (the document and the names of all attributes asked for) and
+the start of the assistant's answer, `Attribute:`.  Written out for one attribute alone it is
+
+    [preamble][document segment][branch suffix]
+
+and the three token lists concatenate to exactly the tokenization of that whole prompt: the
+split points are longest common token prefixes, so a tokenizer merge across a boundary moves
+the boundary instead of changing a token.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .llama import Model
+from .schema import Attribute, Document, Task
+
+INSTRUCTIONS = (
+    "You extract attribute values from product texts. For each attribute asked for, answer "
+    "with the value exactly as it is written in the text. If the text does not state the "
+    "attribute, answer n/a."
+)
+JSON_INSTRUCTIONS = (
+    "You extract attribute values from product texts. Answer with one JSON object that has "
+    "every attribute asked for as a key. Each value is copied exactly as it is written in the "
+    "text, or null if the text does not state the attribute."
+)
+
+# For models without a chat template (base models): a plain completion layout.
+PLAIN_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}Answer:\n{% endif %}"
+)
+
+_SENTINEL = re.compile("\ue000(\\d+)\ue001")
+
+
+class Untrusted(str):
+    """Text from the user (documents, attribute names): never parsed as special tokens."""
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+@dataclass
+class DocumentPrompt:
+    """One document's tokens: shared preamble prefix, own segment, a suffix per attribute."""
+
+    tokens: list[int]  # preamble prefix + document segment, from position 0
+    shared: int  # how many leading tokens equal the run-wide preamble
+    suffixes: list[list[int]]  # per attribute, in the task's order
+
+    def full(self, index: int) -> list[int]:
+        """The whole prompt for one attribute alone."""
+        return self.tokens + self.suffixes[index]
+
+
+class PromptLayout:
+    """Builds token-exact prompts for one model and one answer format ("lines" or "json")."""
+
+    def __init__(self, model: Model, answer_format: str = "lines",
+                 instructions: str | None = None, attributes: list[Attribute] | None = None,
+                 examples: list[tuple[str, dict[str, str | None]]] | None = None):
+        self.model = model
+        self.answer_format = answer_format
+        template = model.chat_template
+        if not template:
+            warnings.warn(f"{model.path.name} has no chat template; using a plain prompt layout")
+            template = PLAIN_TEMPLATE
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise_template_error
+        self._template = env.from_string(template)
+        self._bos_text = model.piece(model.bos).decode("utf-8", "replace") if model.add_bos else ""
+        default = JSON_INSTRUCTIONS if answer_format == "json" else INSTRUCTIONS
+        self._system = [instructions or default] + _described(attributes or []) + \
+            _examples(examples or [], answer_format)
+        placeholder = Task(document=Document(id="", text="x"), attributes=[Attribute(name="x")])
+        pieces, first_document_piece = self._pieces(placeholder)
+        self.preamble = self._tokens(pieces[:first_document_piece])
+
+    # rendering
+    def _pieces(self, task: Task) -> tuple[list[str], int]:
+        """The rendered prompt as pieces (Untrusted where the user wrote them), and the index
+        of the first piece that depends on the document."""
+        parts: list[str] = []
+
+        def put(text: str) -> str:
+            parts.append(Untrusted(text))
+            return f"\ue000{len(parts) - 1}\ue001"
+
+        system = "\n\n".join(put(s) if isinstance(s, Untrusted) else s for s in self._system)
+        first_document_part = len(parts)
+        user = f"Product: {put(task.document.text)}\n"
+        if task.document.category:
+            user += f"Category: {put(task.document.category)}\n"
+        user += "Attributes: " + "; ".join(put(name) for name in task.names)
+        rendered = self._template.render(
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+            add_generation_prompt=True, bos_token=self._bos_text,
+            eos_token=self.model.metadata_token("tokenizer.ggml.eos_token_id"),
+        )
+        pieces, first = [], None
+        for i, chunk in enumerate(_SENTINEL.split(rendered)):
+            if i % 2:
+                index = int(chunk)
+                if first is None and index >= first_document_part:
+                    first = len(pieces)
+                pieces.append(parts[index])
+            else:
+                pieces.append(chunk)
+        return pieces, first
+
+    def _fragments(self, pieces: list[str]) -> list[str | int]:
+        """Text runs and special-token ids; specials are recognised in trusted text only."""
+        fragments: list[str | int] = []
+        for piece in pieces:
+            parts = [piece] if isinstance(piece, Untrusted) else self._split_specials(piece)
+            for part in parts:
+                if isinstance(part, str) and fragments and isinstance(fragments[-1], str):
+                    fragments[-1] += part
+                elif part != "":
+                    fragments.append(part)
+        if self.model.add_bos and fragments[:1] != [self.model.bos]:
+            fragments.insert(0, self.model.bos)
+        return fragments
+
+    @lru_cache(maxsize=256)
+    def _split_specials(self, text: str) -> tuple[str | int, ...]:
+        out: list[str | int] = []
+        rest = text
+        for token in self.model.tokenize(text, parse_special=True):
+            if not self.model.is_control(token):
+                continue
+            special = self.model.piece(token).decode("utf-8", "replace")
+            before, found, rest = rest.partition(special)
+            if not found:
+                raise ValueError(f"special token {special!r} not found in template text")
+            out += [before, token]
+        return tuple(out + [rest])
+
+    def _text_tokens(self, text: str) -> list[int]:
+        return self.model.tokenize(text)
+
+    def _tokens(self, pieces: list[str]) -> list[int]:
+        return [t for f in self._fragments(pieces)
+                for t in ([f] if isinstance(f, int) else self._text_tokens(f))]
+
+    # public
+    def document(self, task: Task, suffixes: bool = True) -> DocumentPrompt:
+        """The document's prompt tokens and, unless suffixes=False, one suffix per attribute."""
+        pieces, _ = self._pieces(task)
+        fragments = self._fragments(pieces)
+        tail = fragments.pop() if isinstance(fragments[-1], str) else ""
+        head = [t for f in fragments for t in ([f] if isinstance(f, int) else self._text_tokens(f))]
+        tokens = head + self._text_tokens(tail)
+        shared = common_prefix(self.preamble, tokens)
+        if not suffixes:
+            return DocumentPrompt(tokens, shared, [])
+        full = [head + self._text_tokens(tail + self.suffix_text(name)) for name in task.names]
+        split = min(common_prefix(tokens, f) for f in full)
+        split = max(split, shared)
+        return DocumentPrompt(tokens[:split], shared, [f[split:] for f in full])
+
+    def suffix_text(self, name: str) -> str:
+        return f"{name}:"
+
+    def whole_prompt_tokens(self, task: Task, index: int) -> list[int]:
+        """Tokens of the prompt for one attribute written out in full and tokenized at once
+        (special tokens parsed), for checking the layout.  Only meaningful when the user text
+        holds no special-token text."""
+        pieces, _ = self._pieces(task)
+        text = "".join(pieces) + self.suffix_text(task.names[index])
+        tokens = self.model.tokenize(text, parse_special=True)
+        if self.model.add_bos and tokens[:1] != [self.model.bos]:
+            tokens.insert(0, self.model.bos)
+        return tokens
+
+
+def _raise_template_error(message: str):
+    raise ValueError(f"chat template error: {message}")
+
+
+def _described(attributes: list[Attribute]) -> list[str]:
+    lines = [f"- {a.name}: {a.description}" for a in attributes if a.description]
+    return [Untrusted("Attribute descriptions:\n" + "\n".join(lines))] if lines else []
+
+
+def _examples(examples: list[tuple[str, dict[str, str | None]]], answer_format: str) -> list[str]:
+    import json
+
+    blocks = []
+    for text, values in examples:
+        if answer_format == "json":
+            answer = json.dumps(values, ensure_ascii=False)
+        else:
+            answer = "\n".join(f"{k}: {'n/a' if v is None else v}" for k, v in values.items())
+        blocks.append(f"Product: {text}\nAttributes: {'; '.join(values)}\n{answer}")
+    return [Untrusted("Examples:\n\n" + "\n\n".join(blocks))] if blocks else []

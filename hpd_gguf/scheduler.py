@@ -1,0 +1,124 @@
+"""Continuous hyper-parallel scheduling: waiting and running documents, one mixed batch a step.
+
+Each step packs, within the token budget: one new token for every decoding branch, the
+suffixes of branches that start now, and chunks of document prefill.  Documents are admitted
+in input order as sequence ids and KV cells allow; a document whose branches outnumber the
+free ids runs them in rounds over its own document cells.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .kv import PREAMBLE_SEQ, KVCache
+from .llama import Batch
+from .sequence import Branch, DocumentState
+
+
+@dataclass
+class Limits:
+    token_budget: int  # tokens per decode (<= n_batch)
+    max_resident: int = 64  # documents in flight
+    continuous: bool = True  # False: fixed groups, the next group when the last is done
+    reorder_window: int = 512  # how far admission may run ahead of the oldest unfinished
+
+
+class Scheduler:
+    def __init__(self, kv: KVCache, limits: Limits, share_preamble: bool = True):
+        self.kv = kv
+        self.limits = limits
+        self.share_preamble = share_preamble
+        self.waiting: deque[DocumentState] = deque()
+        self.running: list[DocumentState] = []
+        self.oldest = 0  # order of the oldest unfinished document
+
+    def add(self, doc: DocumentState) -> None:
+        self.waiting.append(doc)
+
+    @property
+    def idle(self) -> bool:
+        return not self.waiting and not self.running
+
+    def fits(self, doc: DocumentState) -> bool:
+        """Whether a document could ever run: its segment plus one branch in an empty cache."""
+        return len(doc.pending) + max((b.cells for b in doc.branches), default=0) <= self.kv.free_cells
+
+    # building a step
+    def plan(self, batch: Batch) -> list[tuple[Branch, int]]:
+        """Fill `batch` for one decode; returns (branch, output row) for the branches sampled."""
+        batch.clear()
+        budget = min(self.limits.token_budget, batch.capacity)
+        outputs: list[tuple[Branch, int]] = []
+        if not self.limits.continuous and not self.running:  # a new fixed group
+            while self._admit():
+                pass
+        decoding = [b for d in self.running for b in d.branches[: d.started] if not b.finished]
+        for branch in decoding:  # ongoing values first: they hold seats and cells
+            if branch.pending and batch.size < budget:
+                self._put(batch, branch, budget - batch.size, outputs)
+        for doc in self.running:  # then new branches of prefilled documents
+            while doc.prefilled and doc.started < len(doc.branches) and batch.size < budget:
+                branch = doc.branches[doc.started]
+                if self.kv.free_seqs == 0 or branch.cells > self.kv.free_cells:
+                    break
+                branch.seq = self.kv.open(branch.cells, source=doc.seq)
+                doc.started += 1
+                if doc.started == len(doc.branches):  # the branches now hold its cells
+                    self.kv.close(doc.seq, 0)
+                self._put(batch, branch, budget - batch.size, outputs)
+        for doc in self.running:  # then document prefill, chunked to the budget
+            if doc.pending and batch.size < budget:
+                self._put(batch, doc, budget - batch.size)
+        while self.limits.continuous and batch.size < budget and self._admit():
+            self._put(batch, self.running[-1], budget - batch.size)
+        return outputs
+
+    @staticmethod
+    def _put(batch: Batch, sequence, budget: int, outputs: list | None = None) -> None:
+        """Add up to `budget` of a sequence's pending tokens; a branch whose pending tokens are
+        all in gets the logits of its last one."""
+        chunk, start = sequence.take(budget)
+        row = batch.add(chunk, start, (sequence.seq,), outputs is not None and not sequence.pending)
+        if row >= 0:
+            outputs.append((sequence, row))
+
+    def _admit(self) -> bool:
+        if not self.waiting:
+            return False
+        doc = self.waiting[0]
+        if len(self.running) >= self.limits.max_resident:
+            return False
+        if doc.order - self.oldest >= self.limits.reorder_window:
+            return False
+        promised = sum(len(d.branches) - d.started for d in self.running)
+        if self.running and self.kv.free_seqs - promised < 1 + len(doc.branches):
+            return False
+        branch_cells = sum(b.cells for b in doc.branches)
+        if self.running and len(doc.pending) + branch_cells > self.kv.free_cells - self._promised_cells():
+            return False
+        if self.kv.free_seqs == 0 or len(doc.pending) > self.kv.free_cells:
+            return False
+        self.waiting.popleft()
+        share = self.share_preamble and doc.pos > 0
+        doc.cells = len(doc.pending)
+        doc.seq = self.kv.open(doc.cells, source=PREAMBLE_SEQ if share else None, upto=doc.pos)
+        self.running.append(doc)
+        return True
+
+    def _promised_cells(self) -> int:
+        return sum(b.cells for d in self.running for b in d.unstarted())
+
+    # after a decode
+    def finish_branch(self, branch: Branch) -> DocumentState | None:
+        """Free a finished branch; returns its document when that was the last branch."""
+        doc = branch.doc
+        self.kv.close(branch.seq, branch.cells)
+        doc.finished += 1
+        if not doc.done:
+            return None
+        self.kv.release_cells(doc.cells)
+        self.running.remove(doc)
+        return doc
+
+    def mark_emitted(self, order: int) -> None:
+        self.oldest = order + 1

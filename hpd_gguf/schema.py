@@ -1,0 +1,195 @@
+"""Typed records: input documents, the attribute schema, and extraction results."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class InputError(ValueError):
+    """Bad input, with the place it came from."""
+
+    def __init__(self, where: str, message: str):
+        super().__init__(f"{where}: {message}")
+        self.where, self.message = where, message
+
+
+def _names(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("must list at least one attribute")
+    names = [name.strip() for name in value]
+    if any(not name for name in names):
+        raise ValueError("attribute names must be non-empty strings")
+    if len(set(names)) != len(names):
+        raise ValueError("attribute names must be unique")
+    return names
+
+
+class Document(BaseModel):
+    """One input line: a product text and, optionally, its category and attributes."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: str
+    text: str = Field(min_length=1)
+    category: str | None = None
+    attributes: list[str] | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _names(value)
+
+
+Constraint = Literal["span", "choice", "number"]
+
+
+class Attribute(BaseModel):
+    """An attribute to extract, with an optional description and decoding constraint.
+
+    constraint "span": the value is a substring of the text (case-insensitive) or null;
+    "choice": one of `values` or null; "number": a number, optionally with a unit.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    description: str | None = None
+    constraint: Constraint | None = None
+    values: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _choice_needs_values(self) -> "Attribute":
+        if self.values is not None and not self.values:
+            raise ValueError(f"attribute {self.name!r}: 'values' must not be empty")
+        if self.constraint == "choice" and not self.values:
+            raise ValueError(f"attribute {self.name!r}: constraint 'choice' needs 'values'")
+        if self.values and self.constraint is None:
+            self.constraint = "choice"
+        return self
+
+
+class Schema(BaseModel):
+    """Attributes per category; `"*"` applies to documents with no category entry."""
+
+    model_config = ConfigDict(extra="forbid")
+    categories: dict[str, list[Attribute]]
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, value: dict[str, list[Attribute]]) -> dict[str, list[Attribute]]:
+        for category, attributes in value.items():
+            try:
+                _names([a.name for a in attributes])
+            except ValueError as error:
+                raise ValueError(f"category {category!r}: {error}") from None
+        return value
+
+    @classmethod
+    def from_attribute_list(cls, text: str) -> "Schema":
+        """`--attributes "Brand,Color"`: the same attributes for every document."""
+        try:
+            names = _names([name for name in text.split(",")])
+        except ValueError as error:
+            raise InputError("--attributes", str(error)) from None
+        return cls(categories={"*": [Attribute(name=name) for name in names]})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Schema":
+        """Read `{category: [name or {name, description, constraint, values}]}` from JSON."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(str(path), "schema file not found") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            line = getattr(error, "lineno", None)
+            raise InputError(f"{path}:{line}" if line else str(path), f"invalid schema JSON: {error}") from None
+        if not isinstance(raw, dict) or not raw:
+            raise InputError(str(path), "a schema is a non-empty object mapping category to attributes")
+        try:
+            return cls(categories={
+                category: [Attribute(name=a) if isinstance(a, str) else a for a in attributes]
+                if isinstance(attributes, list) else attributes
+                for category, attributes in raw.items()
+            })
+        except ValidationError as error:
+            raise InputError(str(path), _first_error(error)) from None
+
+    def attributes_for(self, category: str | None) -> list[Attribute] | None:
+        if category is not None and category in self.categories:
+            return self.categories[category]
+        return self.categories.get("*")
+
+    def lookup(self, category: str | None, name: str) -> Attribute:
+        for attribute in self.attributes_for(category) or []:
+            if attribute.name == name:
+                return attribute
+        return Attribute(name=name)
+
+    def all_attributes(self) -> list[Attribute]:
+        seen: dict[str, Attribute] = {}
+        for attributes in self.categories.values():
+            for attribute in attributes:
+                seen.setdefault(attribute.name, attribute)
+        return list(seen.values())
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+class Task(BaseModel):
+    """A document and the attributes to extract from it."""
+
+    document: Document
+    attributes: list[Attribute]
+
+    @property
+    def id(self) -> str:
+        return self.document.id
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.attributes]
+
+
+class Result(BaseModel):
+    """One output line. `values` has every attribute asked for; null means not stated."""
+
+    id: str
+    values: dict[str, str | None]
+    confidence: dict[str, float] | None = None
+    error: str | None = None
+
+
+NULL_ANSWERS = re.compile(r"^(n/?a|none|null|not (stated|specified|mentioned|given|available)|unknown|-+)?$",
+                          re.IGNORECASE)
+
+
+def clean_value(raw: str) -> str | None:
+    """A generated answer as a value: trimmed; empty and "n/a"-like answers are null."""
+    value = raw.strip().strip('"').strip()
+    return None if NULL_ANSWERS.match(value) else value
+
+
+def make_task(document: Document, schema: Schema | None) -> Task:
+    """The document's attributes: from its own line, else its category in the schema."""
+    if document.attributes:
+        attributes = [schema.lookup(document.category, name) if schema else Attribute(name=name)
+                      for name in document.attributes]
+    else:
+        attributes = schema.attributes_for(document.category) if schema else None
+        if not attributes:
+            raise ValueError(f"no attributes given and no schema entry for category {document.category!r}")
+    return Task(document=document, attributes=attributes)

@@ -1,0 +1,114 @@
+"""State of one document and of its branches (one branch per attribute)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .prompt import DocumentPrompt
+from .schema import Result, Task, clean_value
+
+
+@dataclass
+class Stops:
+    """When a value ends: an end-of-generation token, a newline (unless multiline) or the
+    token budget."""
+
+    end_of_generation: np.ndarray  # bool per token
+    has_newline: np.ndarray  # bool per token
+    max_tokens: int
+    multiline: bool = False
+
+    def __post_init__(self):
+        self.stop_mask = self.end_of_generation | (False if self.multiline else self.has_newline)
+
+
+@dataclass
+class Sequence:
+    """Tokens waiting to be decoded into one KV sequence, from position `pos` on."""
+
+    seq: int = -1
+    pos: int = 0
+    pending: list[int] = field(default_factory=list)
+
+    def take(self, budget: int) -> tuple[list[int], int]:
+        """Up to `budget` pending tokens and the position of the first."""
+        chunk, self.pending = self.pending[:budget], self.pending[budget:]
+        start, self.pos = self.pos, self.pos + len(chunk)
+        return chunk, start
+
+
+@dataclass
+class Branch(Sequence):
+    """One attribute's suffix and value, continuing right after its document segment."""
+
+    doc: "DocumentState" = None
+    index: int = 0
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finished: bool = False
+
+    @property
+    def cells(self) -> int:
+        """KV cells this branch may occupy: suffix plus value."""
+        return len(self.doc.prompt.suffixes[self.index]) + self.doc.stops.max_tokens
+
+    def accept(self, token: int, logprob: float = 0.0) -> bool:
+        """Record a sampled token; returns True when the value is complete."""
+        stops = self.doc.stops
+        if stops.end_of_generation[token]:
+            self.finished = True
+        else:
+            self.generated.append(token)
+            self.logprobs.append(logprob)
+            self.finished = bool(stops.stop_mask[token]) or len(self.generated) >= stops.max_tokens
+        if not self.finished:
+            self.pending = [token]
+        return self.finished
+
+    def text(self, pieces: list[bytes]) -> str:
+        return b"".join(pieces[t] for t in self.generated).decode("utf-8", "replace")
+
+
+@dataclass
+class DocumentState(Sequence):
+    """A document in flight: its prompt, its branches, and the order it came in."""
+
+    task: Task = None
+    prompt: DocumentPrompt = None
+    stops: Stops = None
+    order: int = 0
+    branches: list[Branch] = field(default_factory=list)
+    cells: int = 0  # KV cells of its own segment
+    started: int = 0  # branches given a sequence so far
+    finished: int = 0
+
+    @classmethod
+    def create(cls, task: Task, prompt: DocumentPrompt, stops: Stops, order: int,
+               share_preamble: bool = True) -> "DocumentState":
+        start = prompt.shared if share_preamble else 0
+        doc = cls(pos=start, pending=list(prompt.tokens[start:]), task=task, prompt=prompt,
+                  stops=stops, order=order)
+        end = len(prompt.tokens)
+        doc.branches = [Branch(pos=end, pending=list(suffix), doc=doc, index=i)
+                        for i, suffix in enumerate(prompt.suffixes)]
+        return doc
+
+    @property
+    def prefilled(self) -> bool:
+        return not self.pending
+
+    @property
+    def done(self) -> bool:
+        return self.finished == len(self.branches)
+
+    def unstarted(self) -> list[Branch]:
+        return self.branches[self.started:]
+
+    def result(self, pieces: list[bytes]) -> Result:
+        values, confidence = {}, {}
+        for branch in self.branches:
+            name = self.task.attributes[branch.index].name
+            values[name] = clean_value(branch.text(pieces).split("\n", 1)[0])
+            confidence[name] = float(np.exp(np.sum(branch.logprobs))) if branch.logprobs else 1.0
+        return Result(id=self.task.id, values=values, confidence=confidence)
