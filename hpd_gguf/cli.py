@@ -61,7 +61,10 @@ model_options = [
     click.option("--threads", type=int, default=None, help="CPU threads [default: physical cores]."),
     click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="Layers offloaded to a GPU."),
     click.option("--batch-tokens", default=512, show_default=True, help="Tokens per llama_decode (n_batch)."),
+    click.option("--ubatch-tokens", default=512, show_default=True,
+                 help="Tokens per compute graph (n_ubatch); small values make every mode use the same kernels."),
     click.option("--max-resident", default=64, show_default=True, help="Documents in flight at once (hpd)."),
+    click.option("--n-ctx", type=int, default=0, help="KV cells [default: sized from the work]."),
 ]
 
 
@@ -178,11 +181,11 @@ def models_group():
 @models_group.command("list")
 def models_list():
     """Show the known models, whether each is present, and its size."""
-    click.echo(f"{'name':<22}{'present':<9}{'size':>9}  {'file':<45}about")
+    click.echo(f"{'name':<22}{'present':<9}{'size':>9}  {'file':<48}about")
     for model in models.KNOWN_MODELS.values():
         path = models.model_path(model.name)
         present = "yes" if path.is_file() else "no"
-        click.echo(f"{model.name:<22}{present:<9}{model.size / 1e6:>6.0f} MB  {str(path):<45}{model.about}")
+        click.echo(f"{model.name:<22}{present:<9}{model.size / 1e6:>6.0f} MB  {str(path):<48}{model.about}")
 
 
 @models_group.command("pull")

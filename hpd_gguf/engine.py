@@ -24,6 +24,7 @@ from . import models
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch, Context, LlamaError, Model, physical_cores, supports_gpu_offload
 from .prompt import DocumentPrompt, PromptLayout, common_prefix
+from .constraints import constrained_choice
 from .scheduler import Limits, Scheduler
 from .schema import Document, Result, Schema, Task, clean_value, make_task
 from .sequence import Branch, DocumentState, Stops
@@ -38,11 +39,14 @@ class Settings:
     threads: int | None = None
     n_gpu_layers: int = 0
     batch_tokens: int = 512  # tokens per decode (n_batch)
+    ubatch_tokens: int = 512  # tokens per compute graph (n_ubatch)
     n_seq_max: int = 256
     max_resident: int = 64  # documents in flight (hpd)
     n_ctx: int = 0  # 0: sized from the work
     truncate: bool = False  # cut documents longer than the context instead of failing them
     json_tokens_per_attribute: int = 0  # 0: max_value_tokens + 8
+    flash_attention: bool = True
+    kv_f32: bool = False
 
 
 @dataclass
@@ -76,11 +80,13 @@ class Extractor:
         described = schema.all_attributes() if schema else None
         answer_format = "json" if self.settings.mode == "json" else "lines"
         self.layout = PromptLayout(self.model, answer_format, attributes=described)
-        self.pieces = self.model.pieces
-        has_newline = np.fromiter((b"\n" in p for p in self.pieces), bool, len(self.pieces))
+        pieces = self.model.pieces
+        has_newline = np.fromiter((b"\n" in p for p in pieces), bool, len(pieces))
         eog = self.model.end_of_generation_mask()
         self.stops = Stops(eog, has_newline, self.settings.max_value_tokens)
+        self.pieces = [b"" if end else p for p, end in zip(pieces, eog)]  # what values are made of
         self.stats = Stats()
+        self.on_logits = None  # optional observer: on_logits(branches, logits) after each decode
 
     # inputs
     def task(self, document: Document | dict | Task) -> Task:
@@ -105,7 +111,8 @@ class Extractor:
     def _context(self, n_ctx: int, n_seq_max: int) -> Context:
         n_ctx = max(256, math.ceil(n_ctx / 256) * 256)
         return Context(self.model, n_ctx, self.settings.batch_tokens, n_seq_max,
-                       self.settings.threads or physical_cores())
+                       self.settings.threads or physical_cores(), self.settings.flash_attention,
+                       self.settings.kv_f32, self.settings.ubatch_tokens)
 
     def _max_positions(self) -> int:
         return self.model.n_ctx_train
@@ -183,9 +190,11 @@ class Extractor:
                     if exhausted:
                         return
                     continue
-                outputs = scheduler.plan(batch)
+                branches = scheduler.plan(batch)
                 logits = context.decode(batch)
-                for branch, token, logprob in zip([b for b, _ in outputs], *self._sample(logits)):
+                if self.on_logits:
+                    self.on_logits(branches, logits)
+                for branch, token, logprob in zip(branches, *self._choose(branches, logits)):
                     if branch.accept(int(token), float(logprob)):
                         doc = scheduler.finish_branch(branch)
                         if doc is not None:
@@ -201,15 +210,25 @@ class Extractor:
         return len(self.layout.preamble) + self.settings.max_resident * per_document + \
             (self.settings.n_seq_max - 1) * per_branch + 2 * self.settings.batch_tokens
 
-    @staticmethod
-    def _sample(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy tokens and their log-probabilities, vectorised over the batch's outputs."""
+    def _choose(self, branches: list[Branch], logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy tokens (within each branch's constraint; -1 ends a value) and their
+        log-probabilities, vectorised over the batch's outputs."""
         if len(logits) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
+        rows = np.arange(len(logits))
         tokens = logits.argmax(axis=1)
-        best = logits[np.arange(len(tokens)), tokens]
-        logprobs = -np.log(np.exp(logits - best[:, None]).sum(axis=1))
-        return tokens, logprobs
+        best = logits[rows, tokens]
+        shifted = logits - best[:, None]
+        np.exp(shifted, out=shifted)
+        log_total = np.log(shifted.sum(axis=1))
+        constrained = [i for i, b in enumerate(branches) if b.constraint is not None]
+        if constrained:
+            picks = constrained_choice(logits, constrained, [branches[i] for i in constrained],
+                                       self.pieces, self.stops.stop_mask)
+            for row, token in picks.items():
+                tokens[row] = token
+        chosen = logits[rows, np.maximum(tokens, 0)]
+        return tokens, np.where(tokens >= 0, chosen - best - log_total, 0.0)
 
     # one prompt at a time
     def _decode_alone(self, context: Context, batch: Batch, branch: Branch) -> None:
@@ -221,7 +240,9 @@ class Extractor:
             batch.add(chunk, start, (branch.seq,), wants)
             logits = context.decode(batch)
             if wants:
-                tokens, logprobs = self._sample(logits)
+                if self.on_logits:
+                    self.on_logits([branch], logits)
+                tokens, logprobs = self._choose([branch], logits)
                 branch.accept(int(tokens[0]), float(logprobs[0]))
 
     def _one_by_one(self, tasks: Iterator[Task]) -> Iterator[Result]:

@@ -225,20 +225,24 @@ class Context:
     """An inference context with one KV cache shared (unified) by all sequences."""
 
     def __init__(self, model: Model, n_ctx: int, n_batch: int, n_seq_max: int = 1,
-                 n_threads: int | None = None, flash_attention: bool = True):
+                 n_threads: int | None = None, flash_attention: bool = True, kv_f32: bool = False,
+                 n_ubatch: int | None = None):
         if not 1 <= n_seq_max <= 256:
             raise LlamaError(f"n_seq_max must be 1..256, not {n_seq_max}")
         self.model = model
         params = C.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_batch
-        params.n_ubatch = n_batch
+        params.n_ubatch = min(n_ubatch or n_batch, n_batch)
         params.n_seq_max = n_seq_max
+        params.n_outputs_max = max(n_batch, n_seq_max)  # llama.cpp asserts outputs <= this
         params.kv_unified = True
         params.n_threads = params.n_threads_batch = n_threads or physical_cores()
         params.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_AUTO if flash_attention
                                   else C.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         params.no_perf = True
+        if kv_f32:
+            params.type_k = params.type_v = C.GGML_TYPE_F32
         self._ctx = C.llama_init_from_model(model._model, params)
         if not self._ctx:
             raise LlamaError(f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch})")
@@ -262,7 +266,11 @@ class Context:
         the next decode.  When llama.cpp finds no KV slot, halves of the batch are tried."""
         if batch.size > self.n_batch:
             raise LlamaError(f"batch of {batch.size} tokens exceeds n_batch={self.n_batch}")
-        parts = self._decode_range(batch, 0, batch.size) if batch.size else []
+        try:
+            parts = self._decode_range(batch, 0, batch.size) if batch.size else []
+        except LlamaError:
+            self._roll_back(batch)
+            raise
         if len(parts) == 1:
             return parts[0]
         return np.concatenate(parts) if parts else np.empty((0, self.model.n_vocab), np.float32)
@@ -280,6 +288,15 @@ class Context:
             return first + self._decode_range(batch, middle, stop)
         raise LlamaError(f"llama_decode returned {status} for {stop - start} tokens"
                          + (" (KV cache full)" if status == 1 else ""))
+
+    def _roll_back(self, batch: Batch) -> None:
+        """Remove what a failed decode left of the batch, so that a failure changes nothing."""
+        first: dict[int, int] = {}
+        for i in range(batch.size):
+            for seq in batch._seq_rows[i][: batch.n_seq_id[i]]:
+                first[int(seq)] = min(first.get(int(seq), 1 << 30), int(batch.pos[i]))
+        for seq, pos in first.items():
+            C.llama_memory_seq_rm(self._memory, seq, pos, -1)
 
     def _logits(self, n_outputs: int) -> np.ndarray:
         pointer = C.llama_get_logits(self._ctx)

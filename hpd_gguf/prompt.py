@@ -12,6 +12,7 @@ the boundary instead of changing a token.
 """
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -23,15 +24,25 @@ from .llama import Model
 from .schema import Attribute, Document, Task
 
 INSTRUCTIONS = (
-    "You extract attribute values from product texts. For each attribute asked for, answer "
-    "with the value exactly as it is written in the text. If the text does not state the "
-    "attribute, answer n/a."
+    "You extract attribute values from product titles. Answer one attribute per line, as "
+    "\"Attribute: value\". Copy each value exactly as it is written in the title, as short as "
+    "possible. If the title does not state the attribute, answer n/a."
 )
 JSON_INSTRUCTIONS = (
-    "You extract attribute values from product texts. Answer with one JSON object that has "
-    "every attribute asked for as a key. Each value is copied exactly as it is written in the "
-    "text, or null if the text does not state the attribute."
+    "You extract attribute values from product titles. Answer with one JSON object that has "
+    "every attribute asked for as a key. Copy each value exactly as it is written in the title, "
+    "as short as possible. If the title does not state the attribute, the value is null."
 )
+
+# Worked examples, shown as earlier turns of the conversation (part of the shared preamble).
+EXAMPLES: list[tuple[str, str, dict[str, str | None]]] = [
+    ("Levi's Men's 501 Original Fit Jeans, Dark Stonewash, 32W x 30L", "Clothing",
+     {"Brand": "Levi's", "Gender": "Men's", "Model": "501 Original Fit", "Color": "Dark Stonewash",
+      "Size": "32W x 30L", "Material": None}),
+    ("Bigelow Green Tea with Peppermint, Caffeinated, 20 Count (Pack of 6)", "Tea",
+     {"Brand": "Bigelow", "Tea variety": "Green Tea", "Flavor": "Peppermint", "Organic": None,
+      "Caffeine content": "Caffeinated", "Count": "20 Count", "Pack size": "Pack of 6"}),
+]
 
 # For models without a chat template (base models): a plain completion layout.
 PLAIN_TEMPLATE = (
@@ -72,7 +83,7 @@ class PromptLayout:
 
     def __init__(self, model: Model, answer_format: str = "lines",
                  instructions: str | None = None, attributes: list[Attribute] | None = None,
-                 examples: list[tuple[str, dict[str, str | None]]] | None = None):
+                 examples: list[tuple[str, str, dict[str, str | None]]] | None = None):
         self.model = model
         self.answer_format = answer_format
         template = model.chat_template
@@ -84,9 +95,9 @@ class PromptLayout:
         self._template = env.from_string(template)
         self._bos_text = model.piece(model.bos).decode("utf-8", "replace") if model.add_bos else ""
         default = JSON_INSTRUCTIONS if answer_format == "json" else INSTRUCTIONS
-        self._system = [instructions or default] + _described(attributes or []) + \
-            _examples(examples or [], answer_format)
-        placeholder = Task(document=Document(id="", text="x"), attributes=[Attribute(name="x")])
+        self._system = [instructions or default] + _described(attributes or [])
+        self.examples = EXAMPLES if examples is None else examples
+        placeholder = Task(document=Document(id="", text="x", category="x"), attributes=[Attribute(name="x")])
         pieces, first_document_piece = self._pieces(placeholder)
         self.preamble = self._tokens(pieces[:first_document_piece])
 
@@ -101,13 +112,16 @@ class PromptLayout:
             return f"\ue000{len(parts) - 1}\ue001"
 
         system = "\n\n".join(put(s) if isinstance(s, Untrusted) else s for s in self._system)
+        messages = [{"role": "system", "content": system}]
+        for text, category, values in self.examples:
+            messages += [{"role": "user", "content": _user_message(text, category, list(values))},
+                         {"role": "assistant", "content": _answer(values, self.answer_format)}]
         first_document_part = len(parts)
-        user = f"Product: {put(task.document.text)}\n"
-        if task.document.category:
-            user += f"Category: {put(task.document.category)}\n"
-        user += "Attributes: " + "; ".join(put(name) for name in task.names)
+        document = task.document
+        messages.append({"role": "user", "content": _user_message(
+            put(document.text), document.category and put(document.category), [put(n) for n in task.names])})
         rendered = self._template.render(
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+            messages=messages,
             add_generation_prompt=True, bos_token=self._bos_text,
             eos_token=self.model.metadata_token("tokenizer.ggml.eos_token_id"),
         )
@@ -197,14 +211,12 @@ def _described(attributes: list[Attribute]) -> list[str]:
     return [Untrusted("Attribute descriptions:\n" + "\n".join(lines))] if lines else []
 
 
-def _examples(examples: list[tuple[str, dict[str, str | None]]], answer_format: str) -> list[str]:
-    import json
+def _user_message(text: str, category: str | None, names: list[str]) -> str:
+    head = f"Category: {category}\n" if category else ""
+    return f"{head}Attributes: {'; '.join(names)}\nProduct: {text}"
 
-    blocks = []
-    for text, values in examples:
-        if answer_format == "json":
-            answer = json.dumps(values, ensure_ascii=False)
-        else:
-            answer = "\n".join(f"{k}: {'n/a' if v is None else v}" for k, v in values.items())
-        blocks.append(f"Product: {text}\nAttributes: {'; '.join(values)}\n{answer}")
-    return [Untrusted("Examples:\n\n" + "\n\n".join(blocks))] if blocks else []
+
+def _answer(values: dict[str, str | None], answer_format: str) -> str:
+    if answer_format == "json":
+        return json.dumps(values, ensure_ascii=False)
+    return "\n".join(f"{name}: {'n/a' if value is None else value}" for name, value in values.items())

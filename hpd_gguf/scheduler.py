@@ -44,11 +44,11 @@ class Scheduler:
         return len(doc.pending) + max((b.cells for b in doc.branches), default=0) <= self.kv.free_cells
 
     # building a step
-    def plan(self, batch: Batch) -> list[tuple[Branch, int]]:
-        """Fill `batch` for one decode; returns (branch, output row) for the branches sampled."""
+    def plan(self, batch: Batch) -> list[Branch]:
+        """Fill `batch` for one decode; returns the branches to sample, in logits-row order."""
         batch.clear()
         budget = min(self.limits.token_budget, batch.capacity)
-        outputs: list[tuple[Branch, int]] = []
+        outputs: list[Branch] = []
         if not self.limits.continuous and not self.running:  # a new fixed group
             while self._admit():
                 pass
@@ -80,7 +80,7 @@ class Scheduler:
         chunk, start = sequence.take(budget)
         row = batch.add(chunk, start, (sequence.seq,), outputs is not None and not sequence.pending)
         if row >= 0:
-            outputs.append((sequence, row))
+            outputs.append(sequence)
 
     def _admit(self) -> bool:
         if not self.waiting:

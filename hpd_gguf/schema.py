@@ -113,8 +113,12 @@ class Schema(BaseModel):
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             line = getattr(error, "lineno", None)
             raise InputError(f"{path}:{line}" if line else str(path), f"invalid schema JSON: {error}") from None
+        return cls.load_dict(raw, str(path))
+
+    @classmethod
+    def load_dict(cls, raw, where: str = "schema") -> "Schema":
         if not isinstance(raw, dict) or not raw:
-            raise InputError(str(path), "a schema is a non-empty object mapping category to attributes")
+            raise InputError(where, "a schema is a non-empty object mapping category to attributes")
         try:
             return cls(categories={
                 category: [Attribute(name=a) if isinstance(a, str) else a for a in attributes]
@@ -122,7 +126,7 @@ class Schema(BaseModel):
                 for category, attributes in raw.items()
             })
         except ValidationError as error:
-            raise InputError(str(path), _first_error(error)) from None
+            raise InputError(where, _first_error(error)) from None
 
     def attributes_for(self, category: str | None) -> list[Attribute] | None:
         if category is not None and category in self.categories:

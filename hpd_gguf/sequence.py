@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .constraints import Constraint, allowed, make_constraint
 from .prompt import DocumentPrompt
 from .schema import Result, Task, clean_value
 
@@ -47,6 +48,7 @@ class Branch(Sequence):
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finished: bool = False
+    constraint: Constraint | None = None
 
     @property
     def cells(self) -> int:
@@ -54,9 +56,9 @@ class Branch(Sequence):
         return len(self.doc.prompt.suffixes[self.index]) + self.doc.stops.max_tokens
 
     def accept(self, token: int, logprob: float = 0.0) -> bool:
-        """Record a sampled token; returns True when the value is complete."""
+        """Record a sampled token (-1: the value ends here); returns True when it is complete."""
         stops = self.doc.stops
-        if stops.end_of_generation[token]:
+        if token < 0 or stops.end_of_generation[token]:
             self.finished = True
         else:
             self.generated.append(token)
@@ -68,6 +70,13 @@ class Branch(Sequence):
 
     def text(self, pieces: list[bytes]) -> str:
         return b"".join(pieces[t] for t in self.generated).decode("utf-8", "replace")
+
+    def value(self, pieces: list[bytes]) -> str | None:
+        """The value: the text up to a newline, cleaned; null when a constraint rejects it."""
+        raw = b"".join(pieces[t] for t in self.generated).split(b"\n", 1)[0]
+        if self.constraint is not None and not allowed(self.constraint, raw, b"", True):
+            return None
+        return clean_value(raw.decode("utf-8", "replace"))
 
 
 @dataclass
@@ -90,8 +99,9 @@ class DocumentState(Sequence):
         doc = cls(pos=start, pending=list(prompt.tokens[start:]), task=task, prompt=prompt,
                   stops=stops, order=order)
         end = len(prompt.tokens)
-        doc.branches = [Branch(pos=end, pending=list(suffix), doc=doc, index=i)
-                        for i, suffix in enumerate(prompt.suffixes)]
+        doc.branches = [Branch(pos=end, pending=list(suffix), doc=doc, index=i,
+                               constraint=make_constraint(a.constraint, task.document.text, a.values))
+                        for i, (suffix, a) in enumerate(zip(prompt.suffixes, task.attributes))]
         return doc
 
     @property
@@ -109,6 +119,6 @@ class DocumentState(Sequence):
         values, confidence = {}, {}
         for branch in self.branches:
             name = self.task.attributes[branch.index].name
-            values[name] = clean_value(branch.text(pieces).split("\n", 1)[0])
-            confidence[name] = float(np.exp(np.sum(branch.logprobs))) if branch.logprobs else 1.0
+            values[name] = branch.value(pieces)
+            confidence[name] = round(float(np.exp(np.sum(branch.logprobs))), 4) if branch.logprobs else 1.0
         return Result(id=self.task.id, values=values, confidence=confidence)

@@ -1,0 +1,98 @@
+"""Per-branch decoding constraints, applied inside the batched step.
+
+Each constrained branch picks the most likely of its top-k candidate tokens whose text keeps the
+value valid; when none does, the value ends there.  Only the top-k candidates are looked at, so
+a step costs k string checks per constrained branch, never a pass over the vocabulary.
+
+    span     the value is a substring of the document text (case-insensitive), or null
+    choice   the value is one of the allowed values (case-insensitive), or null
+    number   a number, optionally with a unit ("16 oz", "2.2 lb", "10.5"), or null
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+NULL_ANSWER = b"n/a"
+TOP_K = 16
+_NUMBER = re.compile(rb"\d[\d.,/]*(?:-\d[\d.,/]*)?(?: ?[a-z]+\.?(?: [a-z]+\.?)?)?")
+
+
+class Constraint:
+    """Decides which continuations of a value are allowed (values as lower-cased bytes)."""
+
+    def may_continue(self, value: bytes) -> bool:
+        raise NotImplementedError
+
+    def may_end(self, value: bytes) -> bool:
+        raise NotImplementedError
+
+
+class Span(Constraint):
+    def __init__(self, text: str):
+        self.text = text.encode("utf-8").lower()
+
+    def may_continue(self, value: bytes) -> bool:
+        return value in self.text
+
+    def may_end(self, value: bytes) -> bool:
+        return value.strip() in self.text and value == value.rstrip()
+
+
+class Choice(Constraint):
+    def __init__(self, values: list[str]):
+        self.values = {v.strip().encode("utf-8").lower() for v in values}
+
+    def may_continue(self, value: bytes) -> bool:
+        return any(v.startswith(value) for v in self.values)
+
+    def may_end(self, value: bytes) -> bool:
+        return value in self.values
+
+
+class Number(Constraint):
+    def may_continue(self, value: bytes) -> bool:
+        return _NUMBER.fullmatch(value) is not None or _NUMBER.fullmatch(value.rstrip()) is not None
+
+    def may_end(self, value: bytes) -> bool:
+        return _NUMBER.fullmatch(value) is not None
+
+
+def make_constraint(kind: str | None, text: str, values: list[str] | None) -> Constraint | None:
+    if kind == "span":
+        return Span(text)
+    if kind == "choice":
+        return Choice(values or [])
+    if kind == "number":
+        return Number()
+    return None
+
+
+def allowed(constraint: Constraint, generated: bytes, piece: bytes, ends: bool) -> bool:
+    """Whether `piece` may follow the value generated so far (`ends`: it would end the value)."""
+    if ends:
+        piece = piece.split(b"\n", 1)[0]
+    value = (generated + piece).lstrip().lower()
+    if ends:
+        value = value.rstrip()
+        return value == NULL_ANSWER or (value != b"" and constraint.may_end(value))
+    return value == b"" or NULL_ANSWER.startswith(value) or constraint.may_continue(value)
+
+
+def constrained_choice(logits: np.ndarray, rows: list[int], branches, pieces: list[bytes],
+                       ends: np.ndarray) -> dict[int, int]:
+    """For each constrained row, the best allowed top-k token, or -1 to end the value now."""
+    if not rows:
+        return {}
+    block = logits[rows]
+    k = min(TOP_K, block.shape[1])
+    top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(block, top, axis=1).argsort(axis=1)[:, ::-1]
+    candidates = np.take_along_axis(top, order, axis=1)
+    chosen = {}
+    for row, branch, tokens in zip(rows, branches, candidates):
+        generated = b"".join(pieces[t] for t in branch.generated)
+        chosen[row] = next((int(t) for t in tokens
+                            if allowed(branch.constraint, generated, pieces[t], bool(ends[t]))), -1)
+    return chosen

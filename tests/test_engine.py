@@ -1,0 +1,88 @@
+"""The engine on the real tiny model: equivalence with sequential decoding, isolation, modes."""
+import numpy as np
+import pytest
+
+from hpd_gguf.engine import Extractor
+from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, parting_is_a_near_tie, trace
+
+
+def _first_value_logits(extractor, documents):
+    """{(document id, attribute): logits of the branch's first value token}."""
+    seen = {}
+
+    def observe(branches, logits):
+        for row, branch in enumerate(branches):
+            if not branch.generated and not branch.finished:
+                key = (branch.doc.task.id, branch.doc.task.names[branch.index])
+                seen.setdefault(key, np.array(logits[row]))
+
+    extractor.on_logits = observe
+    list(extractor.extract(documents))
+    return seen
+
+
+def test_first_token_logits_match_sequential(model, products):
+    stacked = _first_value_logits(Extractor(model, mode="hpd", max_value_tokens=1), products)
+    alone = _first_value_logits(Extractor(model, mode="sequential", max_value_tokens=1), products[3:5])
+    assert len(stacked) == sum(len(p["attributes"]) for p in products)
+    for key, reference in alone.items():
+        difference = np.abs(stacked[key] - reference).max()
+        assert difference < 0.05 * (reference.max() - reference.min()), (key, difference)
+        assert stacked[key].argmax() == reference.argmax()
+
+
+def test_hpd_values_equal_sequential(model, products, sequential_reference):
+    results, steps = trace(Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS), products)
+    assert [r.id for r in results] == [p["id"] for p in products]
+    assert sum(len(r.values) for r in results) == sum(len(p["attributes"]) for p in products)
+    assert_matches_sequential(results, steps, sequential_reference)
+
+
+def test_isolation_from_neighbours(model, products):
+    def run(documents):
+        results, steps = trace(Extractor(model, max_value_tokens=MAX_VALUE_TOKENS), documents)
+        return {r.id: r.values for r in results}, steps
+
+    target = products[7]["id"]
+    alone = run([products[7]])
+    for neighbours in (products[:4] + [products[7]], [products[7]] + products[12:18]):
+        values, steps = run(neighbours)
+        for name, value in values[target].items():
+            assert value == alone[0][target][name] or parting_is_a_near_tie(steps[target, name], alone[1][target, name])
+
+
+def test_every_attribute_is_a_key_and_order_is_kept(extract, products):
+    for mode in ("hpd", "hpd-static"):
+        results = extract(products[:6], mode=mode)
+        assert [r.id for r in results] == [p["id"] for p in products[:6]]
+        for result, product in zip(results, products):
+            assert list(result.values) == product["attributes"]
+            assert all(0.0 <= c <= 1.0 for c in result.confidence.values())
+
+
+def test_naive_equals_sequential_and_json_parses(model, products, sequential_reference):
+    naive, steps = trace(Extractor(model, mode="naive", max_value_tokens=MAX_VALUE_TOKENS), products[:3])
+    assert_matches_sequential(naive, steps, sequential_reference)
+    for result, product in zip(Extractor(model, mode="json", json_tokens_per_attribute=10).extract(products[:3]), products):
+        assert list(result.values) == product["attributes"]
+
+
+def test_stacking_respects_limits(model, products):
+    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, batch_tokens=64, n_seq_max=16)
+    from hpd_gguf.llama import Context
+
+    sizes = []
+    original = Context.decode
+
+    def spy(self, batch):
+        sizes.append(batch.size)
+        assert batch.size <= self.n_batch
+        return original(self, batch)
+
+    Context.decode = spy
+    try:
+        results = list(extractor.extract(products))
+    finally:
+        Context.decode = original
+    assert len(results) == len(products) and max(sizes) <= 64
+    assert extractor.stats.decode_calls == len(sizes)

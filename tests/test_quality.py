@@ -1,0 +1,82 @@
+"""Evaluation scoring, constraints on real outputs, confidence."""
+import json
+
+import pytest
+
+from hpd_gguf.constraints import Choice, Number, Span, allowed
+from hpd_gguf.engine import Extractor
+from hpd_gguf.evaluate import evaluate_files, outcome, score
+from hpd_gguf.schema import Attribute, Document, Task
+
+
+def test_outcomes_follow_the_ave_scheme():
+    assert outcome(None, [], None, False) == "NN"
+    assert outcome(None, [], "Nike", False) == "NV"
+    assert outcome("Nike", ["Nike"], None, False) == "VN"
+    assert outcome("Nike", ["Nike", "NIKE Inc"], " NIKE Inc ", False) == "VC"
+    assert outcome("Nike", ["Nike"], "nike", False) == "VW"
+    assert outcome("Nike", ["Nike"], "nike", True) == "VC"
+
+
+def test_scores_overall_per_category_and_attribute(tmp_path):
+    gold = [{"id": "1", "category": "Shoes", "attributes": ["Brand", "Color"],
+             "gold": {"Brand": "Nike", "Color": None}, "gold_all": {"Brand": ["Nike"], "Color": []}},
+            {"id": "2", "category": "Tea", "attributes": ["Brand"], "gold": {"Brand": "Tazo"}}]
+    pred = [{"id": "1", "values": {"Brand": "Nike", "Color": "Red"}}, {"id": "2", "values": {"Brand": "tazo"}}]
+    (tmp_path / "gold.jsonl").write_text("\n".join(map(json.dumps, gold)))
+    (tmp_path / "pred.jsonl").write_text("\n".join(map(json.dumps, pred)))
+    scores = evaluate_files(tmp_path / "gold.jsonl", tmp_path / "pred.jsonl")
+    overall = scores.as_dict()["overall"]
+    assert (overall["VC"], overall["NV"], overall["VW"]) == (1, 1, 1)
+    assert overall["precision"] == pytest.approx(1 / 3, abs=1e-4) and overall["recall"] == pytest.approx(1 / 2)
+    assert scores.as_dict()["case_insensitive"]["VC"] == 2
+    assert scores.by_category["Tea"].counts["VW"] == 1 and scores.by_attribute["Color"].counts["NV"] == 1
+    assert "overall" in scores.table()
+    assert score(gold, {}).missing == 2
+
+
+def test_constraint_rules():
+    span = Span("Crocs Unisex Classic Clog, Navy")
+    assert allowed(span, b" Cr", b"ocs", False) and not allowed(span, b" Crocs", b" Red", False)
+    assert allowed(span, b" navy", b"\n", True) and allowed(span, b" n/", b"a", False)
+    assert not allowed(span, b"", b"\n", True)  # an empty value cannot end; null is "n/a"
+    choice = Choice(["Men", "Women", "Unisex"])
+    assert allowed(choice, b" Wo", b"men", False) and not allowed(choice, b" Wo", b"ol", False)
+    assert allowed(choice, b" women", b"\n", True) and not allowed(choice, b" Wo", b"\n", True)
+    number = Number()
+    assert allowed(number, b" 16", b" oz", False) and allowed(number, b" 2.2 lb", b"\n", True)
+    assert not allowed(number, b" sixteen", b"\n", True)
+
+
+def _constrained(products, kind, values=None):
+    return [Task(document=Document(**{k: p[k] for k in ("id", "text", "category")}),
+                 attributes=[Attribute(name=a, constraint=kind, values=values) for a in p["attributes"]])
+            for p in products]
+
+
+def test_span_constraint_is_exact_on_real_outputs(model, products):
+    results = list(Extractor(model, max_value_tokens=6).extract(_constrained(products, "span")))
+    checked = 0
+    for result, product in zip(results, products):
+        for value in result.values.values():
+            if value is not None:
+                checked += 1
+                assert value.lower() in product["text"].lower(), (value, product["text"])
+    assert checked > 10
+
+
+def test_choice_and_number_constraints_are_exact_on_real_outputs(model, products):
+    allowed_values = ["Men", "Women", "Kids", "Unisex"]
+    results = list(Extractor(model, max_value_tokens=6).extract(_constrained(products[:8], "choice", allowed_values)))
+    values = [v for r in results for v in r.values.values() if v is not None]
+    assert values and all(v.lower() in {a.lower() for a in allowed_values} for v in values)
+    import re
+    results = list(Extractor(model, max_value_tokens=6).extract(_constrained(products[:8], "number")))
+    numbers = [v for r in results for v in r.values.values() if v is not None]
+    assert numbers and all(re.fullmatch(r"\d[\d.,/]*(-\d[\d.,/]*)?( ?[A-Za-z]+\.?( [A-Za-z]+\.?)?)?", v) for v in numbers)
+
+
+def test_confidence_is_a_probability(extract, products):
+    for result in extract(products[:4]):
+        assert set(result.confidence) == set(result.values)
+        assert all(0.0 < c <= 1.0 for c in result.confidence.values())
