@@ -24,6 +24,7 @@ class ModeRun:
     same_as_sequential: int | None = None
     f1: float | None = None
     f1_case_insensitive: float | None = None
+    accuracy_by_confidence: tuple[float, float] | None = None  # top and bottom quartile
     peak_rss_mb: float | None = None
 
     @property
@@ -54,16 +55,19 @@ class Report:
         lines = [f"model {self.model}, {self.documents} documents, {self.threads} threads, "
                  f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch)",
                  f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'decodes':>9}"
-                 f"{'hpd speedup':>13}{'= sequential':>16}{'F1':>7}"]
+                 f"{'hpd speedup':>13}{'= sequential':>18}{'F1':>7}"
+                 + ("  accuracy, top / bottom confidence quartile" if any(r.accuracy_by_confidence for r in self.runs) else "")]
         hpd = by_mode.get("hpd")
         for r in self.runs:
             speedup = f"{r.seconds / hpd.seconds:.2f}x" if hpd else "-"
             same = (f"{r.same_as_sequential}/{r.values} ({100 * r.same_as_sequential / r.values:.1f}%)"
                     if r.same_as_sequential is not None else "-")
             f1 = f"{r.f1:.3f}" if r.f1 is not None else "-"
+            if r.accuracy_by_confidence:
+                f1 += f"  {r.accuracy_by_confidence[0]:.0%} / {r.accuracy_by_confidence[1]:.0%}"
             lines.append(f"{r.mode:<11}{r.seconds:>9.2f}{r.documents_per_second:>9.3f}"
                          f"{r.tokens_per_second:>9.0f}{r.tokens_per_second / self.prefill_tokens_per_second:>10.0%}"
-                         f"{r.decode_calls:>9}{speedup:>13}{same:>16}{f1:>7}")
+                         f"{r.decode_calls:>9}{speedup:>13}{same:>18}{f1:>7}")
         if self.scaling:
             lines += ["", "hpd scaling", f"{'documents':>10}{'attributes':>11}{'wall s':>9}{'docs/s':>9}"
                       f"{'tok/s':>9}{'of prefill':>11}{'peak RSS MB':>13}"]
@@ -122,6 +126,7 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
         if gold:
             scores = score(records, {r.id: r.values for r in outputs[mode]})
             run.f1, run.f1_case_insensitive = scores.exact.f1, scores.folded.f1
+            run.accuracy_by_confidence = accuracy_by_confidence(records, outputs[mode])
         report.runs.append(run)
         log(f"bench: {mode} {run.seconds:.1f} s")
     reference = outputs.get("sequential")
@@ -132,6 +137,22 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
     if scaling:
         report.scaling = run_scaling(model, records, prefill, log, **settings)
     return report
+
+
+def accuracy_by_confidence(records: list[dict], results: list[Result]) -> tuple[float, float]:
+    """Share of right answers (VC or NN) among the most and the least confident quarter of values."""
+    from .evaluate import outcome
+
+    judged = []
+    for record, result in zip(records, results):
+        for name, value in result.values.items():
+            gold = record["gold"].get(name)
+            right = outcome(gold, (record.get("gold_all") or {}).get(name) or [], value, False) in ("VC", "NN")
+            judged.append(((result.confidence or {}).get(name, 1.0), right))
+    judged.sort(key=lambda item: item[0])
+    quarter = max(1, len(judged) // 4)
+    share = lambda part: sum(right for _, right in part) / len(part)  # noqa: E731
+    return share(judged[-quarter:]), share(judged[:quarter])
 
 
 def run_scaling(model: Model, records: list[dict], prefill: float, log=print,

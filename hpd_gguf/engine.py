@@ -30,6 +30,7 @@ from .schema import Document, Result, Schema, Task, clean_value, make_task
 from .sequence import Branch, DocumentState, Stops
 
 MODES = ("hpd", "hpd-static", "sequential", "naive", "json")
+DEFAULT_POSITIONS = 16384  # per sequence, unless --n-ctx says otherwise
 
 
 @dataclass
@@ -114,9 +115,6 @@ class Extractor:
                        self.settings.threads or physical_cores(), self.settings.flash_attention,
                        self.settings.kv_f32, self.settings.ubatch_tokens)
 
-    def _max_positions(self) -> int:
-        return self.model.n_ctx_train
-
     def _prompt(self, task: Task, suffixes: bool = True) -> DocumentPrompt | Result:
         """The document's prompt, truncated or turned into an error record when too long."""
         prompt = self.layout.document(task, suffixes)
@@ -136,7 +134,8 @@ class Extractor:
         return self._prompt(cut, suffixes)
 
     def _positions_limit(self) -> int:
-        return min(self.model.n_ctx_train, self.settings.n_ctx or self.model.n_ctx_train)
+        """The longest prompt plus value one sequence may hold."""
+        return min(self.model.n_ctx_train, self.settings.n_ctx or DEFAULT_POSITIONS)
 
     def _value_budget(self, task: Task) -> int:
         if self.settings.mode == "json":

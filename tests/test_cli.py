@@ -150,3 +150,38 @@ def test_signal_stops_cleanly_and_says_how_to_resume(model_path, tmp_path, signa
     assert text.endswith("\n") and 5 <= text.count("\n") < 200
     ids = [r["id"] for r in lines(out)]
     assert len(ids) == len(set(ids))
+
+
+def test_models_list_shows_every_known_model():
+    done = hpd("models", "list")
+    assert done.returncode == 0
+    for name in ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "gemma-3-270m"):
+        assert name in done.stdout
+
+
+def test_bench_prints_the_comparison_table(model_path, tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({**json.loads(l), "gold": {a: None for a in json.loads(l)["attributes"]}}) + "\n"
+                            for l in (DATA / "products20.jsonl").read_text().splitlines()[:4]))
+    report = tmp_path / "bench.json"
+    done = hpd("bench", model_path, gold, "--modes", "sequential,hpd", "--gold", "--json", report,
+               "--max-value-tokens", "4")
+    assert done.returncode == 0, done.stderr
+    assert "hpd speedup" in done.stdout and "= sequential" in done.stdout
+    figures = json.loads(report.read_text())
+    assert [r["mode"] for r in figures["runs"]] == ["sequential", "hpd"]
+    assert figures["prefill_tokens_per_second"] > 0 and all(r["f1"] is not None for r in figures["runs"])
+
+
+def test_eval_scores_a_prediction_file(tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps({"id": "1", "category": "Shoes", "attributes": ["Brand", "Color"],
+                                "gold": {"Brand": "Nike", "Color": None}}) + "\n")
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text(json.dumps({"id": "1", "values": {"Brand": "Nike", "Color": None}}) + "\n")
+    done = hpd("eval", gold, pred, "--json", tmp_path / "scores.json")
+    assert done.returncode == 0 and "overall" in done.stdout
+    assert json.loads((tmp_path / "scores.json").read_text())["overall"]["f1"] == 1.0
+    pred.write_text("{broken\n")
+    bad = hpd("eval", gold, pred)
+    assert bad.returncode == 1 and f"{pred}:1: invalid JSON" in bad.stderr
