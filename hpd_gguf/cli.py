@@ -65,6 +65,8 @@ model_options = [
                  help="Tokens per compute graph (n_ubatch); small values make every mode use the same kernels."),
     click.option("--max-resident", default=64, show_default=True, help="Documents in flight at once (hpd)."),
     click.option("--n-ctx", type=int, default=0, help="KV cells [default: sized from the work]."),
+    click.option("--constraint", type=click.Choice(["span", "number"]), default=None,
+                 help="Constraint for attributes whose schema names none."),
 ]
 
 

@@ -1,8 +1,9 @@
 """Per-branch decoding constraints, applied inside the batched step.
 
-Each constrained branch picks the most likely of its top-k candidate tokens whose text keeps the
-value valid; when none does, the value ends there.  Only the top-k candidates are looked at, so
-a step costs k string checks per constrained branch, never a pass over the vocabulary.
+Each constrained branch keeps its greedy token when that keeps the value valid; otherwise it
+takes the most likely of its top-k tokens that does, and when none does, the value ends there.
+A step costs one string check per constrained branch, and k more for the few whose greedy
+token breaks the rule: never a pass over the vocabulary in Python.
 
     span     the value is a substring of the document text (case-insensitive), or null
     choice   the value is one of the allowed values (case-insensitive), or null
@@ -80,19 +81,20 @@ def allowed(constraint: Constraint, generated: bytes, piece: bytes, ends: bool) 
     return value == b"" or NULL_ANSWER.startswith(value) or constraint.may_continue(value)
 
 
-def constrained_choice(logits: np.ndarray, rows: list[int], branches, pieces: list[bytes],
-                       ends: np.ndarray) -> dict[int, int]:
-    """For each constrained row, the best allowed top-k token, or -1 to end the value now."""
-    if not rows:
+def constrained_choice(logits: np.ndarray, greedy: np.ndarray, rows: list[int], branches,
+                       pieces: list[bytes], ends: np.ndarray) -> dict[int, int]:
+    """For each constrained row whose greedy token breaks its constraint, the best allowed
+    token among the top-k, or -1 to end the value now."""
+    texts = {row: b"".join(pieces[t] for t in branch.generated) for row, branch in zip(rows, branches)}
+    broken = [(row, branch) for row, branch in zip(rows, branches)
+              if not allowed(branch.constraint, texts[row], pieces[greedy[row]], bool(ends[greedy[row]]))]
+    if not broken:
         return {}
-    block = logits[rows]
+    block = logits[[row for row, _ in broken]]
     k = min(TOP_K, block.shape[1])
     top = np.argpartition(-block, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(block, top, axis=1).argsort(axis=1)[:, ::-1]
     candidates = np.take_along_axis(top, order, axis=1)
-    chosen = {}
-    for row, branch, tokens in zip(rows, branches, candidates):
-        generated = b"".join(pieces[t] for t in branch.generated)
-        chosen[row] = next((int(t) for t in tokens
-                            if allowed(branch.constraint, generated, pieces[t], bool(ends[t]))), -1)
-    return chosen
+    return {row: next((int(t) for t in tokens
+                       if allowed(branch.constraint, texts[row], pieces[t], bool(ends[t]))), -1)
+            for (row, branch), tokens in zip(broken, candidates)}

@@ -46,6 +46,7 @@ class Settings:
     n_ctx: int = 0  # 0: sized from the work
     truncate: bool = False  # cut documents longer than the context instead of failing them
     json_tokens_per_attribute: int = 0  # 0: max_value_tokens + 8
+    constraint: str | None = None  # for attributes whose schema names none: "span" or "number"
     flash_attention: bool = True
     kv_f32: bool = False
 
@@ -91,11 +92,14 @@ class Extractor:
 
     # inputs
     def task(self, document: Document | dict | Task) -> Task:
-        if isinstance(document, Task):
-            return document
         if isinstance(document, dict):
             document = Document.model_validate(document)
-        return make_task(document, self.schema)
+        task = document if isinstance(document, Task) else make_task(document, self.schema)
+        if self.settings.constraint and any(a.constraint is None for a in task.attributes):
+            task = task.model_copy(update={"attributes": [
+                a if a.constraint else a.model_copy(update={"constraint": self.settings.constraint})
+                for a in task.attributes]})
+        return task
 
     def extract(self, documents: Iterable[Document | dict | Task]) -> Iterator[Result]:
         """Results in input order, each as soon as it and all before it are done."""
@@ -222,7 +226,7 @@ class Extractor:
         log_total = np.log(shifted.sum(axis=1))
         constrained = [i for i, b in enumerate(branches) if b.constraint is not None]
         if constrained:
-            picks = constrained_choice(logits, constrained, [branches[i] for i in constrained],
+            picks = constrained_choice(logits, tokens, constrained, [branches[i] for i in constrained],
                                        self.pieces, self.stops.stop_mask)
             for row, token in picks.items():
                 tokens[row] = token
