@@ -109,8 +109,11 @@ def _many_docs(tmp_path, copies=4):
 
 
 def test_killed_run_resumes_with_nothing_lost_or_duplicated(model_path, tmp_path):
-    docs = _many_docs(tmp_path)
-    args = ["run", model_path, docs, "--max-value-tokens", "6", "--max-resident", "8"]
+    """One document in flight at a time gives every document the same batches in any run, so
+    the resumed values must equal the uninterrupted run's exactly (with neighbours, llama.cpp's
+    rounding follows the batch; see conftest)."""
+    docs = _many_docs(tmp_path, copies=2)
+    args = ["run", model_path, docs, "--max-value-tokens", "6", "--max-resident", "1"]
     reference = tmp_path / "reference.jsonl"
     assert hpd(*args, "-o", reference).returncode == 0
     out = tmp_path / "out.jsonl"
@@ -122,16 +125,13 @@ def test_killed_run_resumes_with_nothing_lost_or_duplicated(model_path, tmp_path
     with open(out, "a") as f:
         f.write('{"id": "half a li')  # as if killed mid-write
     written = out.read_text().count("\n")
-    assert 10 <= written < 80
+    assert 10 <= written < 40
     resumed = hpd(*args, "-o", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     ids = [r["id"] for r in lines(out)]
-    assert sorted(ids) == sorted(r["id"] for r in lines(reference)) and len(set(ids)) == 80
+    assert sorted(ids) == sorted(r["id"] for r in lines(reference)) and len(set(ids)) == 40
     expected = {r["id"]: r["values"] for r in lines(reference)}
-    pairs = [(v, expected[r["id"]][k]) for r in lines(out) for k, v in r["values"].items()]
-    assert all(list(r["values"]) == list(expected[r["id"]]) for r in lines(out))
-    # neighbours differ between the runs, and llama.cpp's rounding with them (see conftest)
-    assert sum(a == b for a, b in pairs) / len(pairs) >= 0.9
+    assert {r["id"]: r["values"] for r in lines(out)} == expected
 
 
 @pytest.mark.parametrize("signal_number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
