@@ -55,7 +55,7 @@ class Report:
         lines = [f"model {self.model}, {self.documents} documents, {self.threads} threads, "
                  f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch)",
                  f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'decodes':>9}"
-                 f"{'hpd speedup':>13}{'= sequential':>18}{'F1':>8}"
+                 f"{'hpd speedup':>13}{'= sequential':>20}{'F1':>8}"
                  + ("  accuracy, top / bottom confidence quartile" if any(r.accuracy_by_confidence for r in self.runs) else "")]
         hpd = by_mode.get("hpd")
         for r in self.runs:
@@ -67,7 +67,7 @@ class Report:
                 f1 += f"{r.accuracy_by_confidence[0]:>10.0%} / {r.accuracy_by_confidence[1]:.0%}"
             lines.append(f"{r.mode:<11}{r.seconds:>9.2f}{r.documents_per_second:>9.3f}"
                          f"{r.tokens_per_second:>9.0f}{r.tokens_per_second / self.prefill_tokens_per_second:>10.0%}"
-                         f"{r.decode_calls:>9}{speedup:>13}{same:>18}{f1:>8}")
+                         f"{r.decode_calls:>9}{speedup:>13}{same:>20}{f1:>8}")
         if self.scaling:
             lines += ["", "hpd scaling", f"{'documents':>10}{'attributes':>11}{'wall s':>9}{'docs/s':>9}"
                       f"{'tok/s':>9}{'of prefill':>11}{'peak RSS MB':>13}"]
