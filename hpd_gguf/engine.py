@@ -22,7 +22,7 @@ import numpy as np
 
 from . import models
 from .kv import PREAMBLE_SEQ, KVCache
-from .llama import Batch, Context, LlamaError, Model, physical_cores, supports_gpu_offload
+from .llama import Batch, Context, Model, physical_cores, supports_gpu_offload
 from .prompt import DocumentPrompt, PromptLayout, common_prefix
 from .constraints import constrained_choice
 from .scheduler import Limits, Scheduler
@@ -194,6 +194,8 @@ class Extractor:
                         return
                     continue
                 branches = scheduler.plan(batch)
+                if batch.size == 0:  # cannot happen while fits() holds; never spin
+                    raise RuntimeError("the scheduler found nothing to decode")
                 logits = context.decode(batch)
                 if self.on_logits:
                     self.on_logits(branches, logits)

@@ -1,6 +1,5 @@
 """The command line end to end, on the real tiny model."""
 import json
-import os
 import signal
 import subprocess
 import sys

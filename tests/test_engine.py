@@ -1,6 +1,5 @@
 """The engine on the real tiny model: equivalence with sequential decoding, isolation, modes."""
 import numpy as np
-import pytest
 
 from hpd_gguf.engine import Extractor
 from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, parting_is_a_near_tie, trace
