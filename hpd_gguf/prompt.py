@@ -94,6 +94,7 @@ class PromptLayout:
         env.globals["raise_exception"] = _raise_template_error
         self._template = env.from_string(template)
         self._bos_text = model.piece(model.bos).decode("utf-8", "replace") if model.add_bos else ""
+        self._eos_text = model.metadata_token("tokenizer.ggml.eos_token_id")
         default = JSON_INSTRUCTIONS if answer_format == "json" else INSTRUCTIONS
         self._system = [instructions or default] + _described(attributes or [])
         self.examples = EXAMPLES if examples is None else examples
@@ -123,7 +124,7 @@ class PromptLayout:
         rendered = self._template.render(
             messages=messages,
             add_generation_prompt=True, bos_token=self._bos_text,
-            eos_token=self.model.metadata_token("tokenizer.ggml.eos_token_id"),
+            eos_token=self._eos_text,
         )
         pieces, first = [], None
         for i, chunk in enumerate(_SENTINEL.split(rendered)):
@@ -164,12 +165,11 @@ class PromptLayout:
             out += [before, token]
         return tuple(out + [rest])
 
-    def _text_tokens(self, text: str) -> list[int]:
-        return self.model.tokenize(text)
+    def _fragment_tokens(self, fragments: list[str | int]) -> list[int]:
+        return [t for f in fragments for t in ([f] if isinstance(f, int) else self.model.tokenize(f))]
 
     def _tokens(self, pieces: list[str]) -> list[int]:
-        return [t for f in self._fragments(pieces)
-                for t in ([f] if isinstance(f, int) else self._text_tokens(f))]
+        return self._fragment_tokens(self._fragments(pieces))
 
     # public
     def document(self, task: Task, suffixes: bool = True) -> DocumentPrompt:
@@ -177,12 +177,12 @@ class PromptLayout:
         pieces, _ = self._pieces(task)
         fragments = self._fragments(pieces)
         tail = fragments.pop() if isinstance(fragments[-1], str) else ""
-        head = [t for f in fragments for t in ([f] if isinstance(f, int) else self._text_tokens(f))]
-        tokens = head + self._text_tokens(tail)
+        head = self._fragment_tokens(fragments)
+        tokens = head + self.model.tokenize(tail)
         shared = common_prefix(self.preamble, tokens)
         if not suffixes:
             return DocumentPrompt(tokens, shared, [])
-        full = [head + self._text_tokens(tail + self.suffix_text(name)) for name in task.names]
+        full = [head + self.model.tokenize(tail + self.suffix_text(name)) for name in task.names]
         split = min(common_prefix(tokens, f) for f in full)
         split = max(split, shared)
         return DocumentPrompt(tokens[:split], shared, [f[split:] for f in full])
