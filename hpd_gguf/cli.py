@@ -67,6 +67,8 @@ model_options = [
     click.option("--n-ctx", type=int, default=0, help="KV cells [default: sized from the work]."),
     click.option("--constraint", type=click.Choice(["span", "number"]), default=None,
                  help="Constraint for attributes whose schema names none."),
+    click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                 help="Values less confident than this become null (not in json mode)."),
 ]
 
 

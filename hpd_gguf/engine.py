@@ -47,6 +47,7 @@ class Settings:
     truncate: bool = False  # cut documents longer than the context instead of failing them
     json_tokens_per_attribute: int = 0  # 0: max_value_tokens + 8
     constraint: str | None = None  # for attributes whose schema names none: "span" or "number"
+    min_confidence: float = 0.0  # values less confident than this become null (branch modes)
     flash_attention: bool = True
     kv_f32: bool = False
 
@@ -203,7 +204,7 @@ class Extractor:
                     if branch.accept(int(token), float(logprob)):
                         doc = scheduler.finish_branch(branch)
                         if doc is not None:
-                            done[doc.order] = doc.result(self.pieces)
+                            done[doc.order] = doc.result(self.pieces, s.min_confidence)
         finally:
             self._count(context)
             context.close()
@@ -233,7 +234,8 @@ class Extractor:
             for row, token in picks.items():
                 tokens[row] = token
         chosen = logits[rows, np.maximum(tokens, 0)]
-        return tokens, np.where(tokens >= 0, chosen - best - log_total, 0.0)
+        logprobs = np.where(tokens >= 0, chosen - best, 0.0) - log_total  # a veto keeps the greedy one's
+        return tokens, np.where(tokens == -1, 0.0, logprobs)
 
     # one prompt at a time
     def _decode_alone(self, context: Context, batch: Batch, branch: Branch) -> None:
@@ -269,7 +271,7 @@ class Extractor:
                     branch.seq = 0
                     self._decode_alone(context, batch, branch)
                     cached = self._cached(context, tokens + branch.generated)
-                yield doc.result(self.pieces)
+                yield doc.result(self.pieces, self.settings.min_confidence)
         finally:
             self._count(context)
             context.close()

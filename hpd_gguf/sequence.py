@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .constraints import Constraint, allowed, make_constraint
+from .constraints import VETO, Constraint, allowed, make_constraint
 from .prompt import DocumentPrompt
 from .schema import Result, Task, clean_value
 
@@ -48,6 +48,7 @@ class Branch(Sequence):
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finished: bool = False
+    vetoed: bool = False  # a constraint made the value null
     constraint: Constraint | None = None
 
     @property
@@ -56,9 +57,13 @@ class Branch(Sequence):
         return len(self.doc.prompt.suffixes[self.index]) + self.doc.stops.max_tokens
 
     def accept(self, token: int, logprob: float = 0.0) -> bool:
-        """Record a sampled token (-1: the value ends here); returns True when it is complete."""
+        """Record a sampled token (-1: the value ends here, VETO: it is null); returns True
+        when it is complete."""
         stops = self.doc.stops
-        if token < 0 or stops.end_of_generation[token]:
+        if token == VETO:
+            self.vetoed = self.finished = True
+            self.logprobs.append(logprob)  # of the token the model wanted
+        elif token < 0 or stops.end_of_generation[token]:
             self.finished = True
         else:
             self.generated.append(token)
@@ -74,9 +79,16 @@ class Branch(Sequence):
     def value(self, pieces: list[bytes]) -> str | None:
         """The value: the text up to a newline, cleaned; null when a constraint rejects it."""
         raw = b"".join(pieces[t] for t in self.generated).split(b"\n", 1)[0]
-        if self.constraint is not None and not allowed(self.constraint, raw, b"", True):
+        if self.vetoed or (self.constraint is not None and not allowed(self.constraint, raw, b"", True)):
             return None
         return clean_value(raw.decode("utf-8", "replace"))
+
+    @property
+    def confidence(self) -> float:
+        """Probability of the tokens decoded greedily; for a vetoed value, that it was not
+        the value the model wanted."""
+        p = float(np.exp(np.sum(self.logprobs))) if self.logprobs else 1.0
+        return 1.0 - p if self.vetoed else p
 
 
 @dataclass
@@ -115,10 +127,14 @@ class DocumentState(Sequence):
     def unstarted(self) -> list[Branch]:
         return self.branches[self.started:]
 
-    def result(self, pieces: list[bytes]) -> Result:
+    def result(self, pieces: list[bytes], min_confidence: float = 0.0) -> Result:
+        """Values and confidences; a value below min_confidence becomes null, with the
+        confidence that it is not that value."""
         values, confidence = {}, {}
         for branch in self.branches:
             name = self.task.attributes[branch.index].name
-            values[name] = branch.value(pieces)
-            confidence[name] = round(float(np.exp(np.sum(branch.logprobs))), 4) if branch.logprobs else 1.0
+            values[name], confidence[name] = branch.value(pieces), branch.confidence
+            if values[name] is not None and confidence[name] < min_confidence:
+                values[name], confidence[name] = None, 1.0 - confidence[name]
+            confidence[name] = round(confidence[name], 4)
         return Result(id=self.task.id, values=values, confidence=confidence)

@@ -65,6 +65,35 @@ def test_span_constraint_is_exact_on_real_outputs(model, products):
     assert checked > 10
 
 
+def test_span_gives_the_models_own_value_or_null(model, products):
+    """Span vetoes: where the free value is in the text it stays, otherwise the value is null."""
+    tasks = _constrained(products[:8], None)
+    free = list(Extractor(model, mode="sequential", max_value_tokens=6).extract(tasks))
+    spans = list(Extractor(model, mode="sequential", max_value_tokens=6, constraint="span").extract(tasks))
+    vetoed = 0
+    for a, b, product in zip(free, spans, products):
+        for name, value in a.values.items():
+            in_text = value is not None and value.lower() in product["text"].lower()
+            assert b.values[name] == (value if in_text else None), (name, value, b.values[name])
+            vetoed += value is not None and not in_text
+    assert vetoed > 0  # the test model invents values; the veto removed them
+
+
+def test_min_confidence_nulls_only_the_unsure_values(model, products):
+    tasks = _constrained(products[:6], None)
+    free = list(Extractor(model, mode="sequential", max_value_tokens=6).extract(tasks))
+    sure = list(Extractor(model, mode="sequential", max_value_tokens=6, min_confidence=0.5).extract(tasks))
+    dropped = 0
+    for a, b in zip(free, sure):
+        for name, value in a.values.items():
+            keep = value is None or a.confidence[name] >= 0.5
+            assert b.values[name] == (value if keep else None)
+            if not keep:
+                dropped += 1
+                assert b.confidence[name] == pytest.approx(1 - a.confidence[name], abs=1e-3)
+    assert dropped > 0
+
+
 def test_choice_and_number_constraints_are_exact_on_real_outputs(model, products):
     allowed_values = ["Men", "Women", "Kids", "Unisex"]
     results = list(Extractor(model, max_value_tokens=6).extract(_constrained(products[:8], "choice", allowed_values)))
