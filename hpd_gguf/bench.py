@@ -44,6 +44,7 @@ class Report:
     prefill_tokens_per_second: float
     runs: list[ModeRun] = field(default_factory=list)
     scaling: list[dict] = field(default_factory=list)
+    sweep: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "runs"},
@@ -75,6 +76,14 @@ class Report:
                 lines.append(f"{s['documents']:>10}{s['attributes']:>11}{s['seconds']:>9.2f}"
                              f"{s['documents_per_second']:>9.2f}{s['tokens_per_second']:>9.0f}"
                              f"{s['share_of_prefill']:>10.0%}{s['peak_rss_mb']:>13.0f}")
+        if self.sweep:
+            best = max(self.sweep, key=lambda s: s["documents_per_second"])
+            lines += ["", "hpd settings sweep", f"{'batch tokens':>13}{'max resident':>13}{'wall s':>9}"
+                      f"{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}"]
+            for s in self.sweep:
+                lines.append(f"{s['batch_tokens']:>13}{s['max_resident']:>13}{s['seconds']:>9.2f}"
+                             f"{s['documents_per_second']:>9.3f}{s['tokens_per_second']:>9.0f}"
+                             f"{s['share_of_prefill']:>10.0%}" + ("  <- fastest" if s is best else ""))
         return "\n".join(lines)
 
 
@@ -110,7 +119,8 @@ def run_mode(model: Model, tasks: list[Task], mode: str, **settings) -> tuple[Mo
 
 
 def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | None = None,
-              gold: bool = False, scaling: bool = False, log=print, **settings) -> Report:
+              gold: bool = False, scaling: bool = False, sweep: bool = False, log=print,
+              **settings) -> Report:
     records = load_jsonl(docs_path)[:limit]
     tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "category", "attributes")
                                                 if k in r}), None) for r in records]
@@ -136,6 +146,8 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
                 a.values.get(k) == v for a, b in zip(outputs[run.mode], reference) for k, v in b.values.items())
     if scaling:
         report.scaling = run_scaling(model, records, prefill, log, **settings)
+    if sweep:
+        report.sweep = run_sweep(model, tasks, prefill, log, **settings)
     return report
 
 
@@ -171,8 +183,25 @@ def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
                                None) for i, r in enumerate(chosen)]
             log(f"bench: scaling {size} documents x {width} attributes ...")
             run, _ = run_mode(model, tasks, "hpd", **settings)
-            rows.append({"documents": size, "attributes": width, "seconds": run.seconds,
-                         "documents_per_second": run.documents_per_second,
-                         "tokens_per_second": run.tokens_per_second,
-                         "share_of_prefill": run.tokens_per_second / prefill, "peak_rss_mb": run.peak_rss_mb})
+            rows.append({"documents": size, "attributes": width, **_figures(run, prefill)})
     return rows
+
+
+def run_sweep(model: Model, tasks: list[Task], prefill: float, log=print,
+              batch_tokens=(256, 512, 1024), max_resident=(16, 32, 64, 128), **settings) -> list[dict]:
+    """hpd over token budgets x resident documents: the figures behind the defaults."""
+    rows = []
+    for budget in batch_tokens:
+        for resident in max_resident:
+            log(f"bench: sweep batch_tokens={budget} max_resident={resident} ...")
+            chosen = {**settings, "batch_tokens": budget, "ubatch_tokens": min(budget, settings.get("ubatch_tokens", 512)),
+                      "max_resident": resident}
+            run, _ = run_mode(model, tasks, "hpd", **chosen)
+            rows.append({"batch_tokens": budget, "max_resident": resident, **_figures(run, prefill)})
+    return rows
+
+
+def _figures(run: ModeRun, prefill: float) -> dict:
+    return {"seconds": run.seconds, "documents_per_second": run.documents_per_second,
+            "tokens_per_second": run.tokens_per_second, "share_of_prefill": run.tokens_per_second / prefill,
+            "peak_rss_mb": run.peak_rss_mb}

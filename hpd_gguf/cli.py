@@ -210,8 +210,9 @@ def models_pull(name):
 @click.option("--gold", is_flag=True, help="Also score each mode against the file's gold values.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures as JSON.")
 @click.option("--scaling", is_flag=True, help="Also run the hpd scaling table.")
+@click.option("--sweep", is_flag=True, help="Also run hpd over token budgets x resident documents.")
 @with_model_options
-def bench(model, docs, limit, modes, gold, json_out, scaling, **settings):
+def bench(model, docs, limit, modes, gold, json_out, scaling, sweep, **settings):
     """Run the modes one after another on the same documents and compare them."""
     from .bench import run_bench
 
@@ -223,7 +224,8 @@ def bench(model, docs, limit, modes, gold, json_out, scaling, **settings):
         path = models.resolve(model, _say)
     except models.ModelError as error:
         _fail(str(error))
-    report = run_bench(path, docs, chosen, limit=limit, gold=gold, scaling=scaling, log=_say, **settings)
+    report = run_bench(path, docs, chosen, limit=limit, gold=gold, scaling=scaling, sweep=sweep, log=_say,
+                       **settings)
     click.echo(report.table())
     if json_out:
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2))

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-NULL_ANSWER = b"n/a"
+NULL_ANSWERS = (b"n/a", b"none")  # what the prompt may ask for when a value is absent
 TOP_K = 16
 VETO = -2  # token code: the value is null (-1 ends it as it is)
 _NUMBER = re.compile(rb"\d[\d.,/]*(?:-\d[\d.,/]*)?(?: ?[a-z]+\.?(?: [a-z]+\.?)?)?")
@@ -86,8 +86,8 @@ def allowed(constraint: Constraint, generated: bytes, piece: bytes, ends: bool) 
     value = (generated + piece).lstrip().lower()
     if ends:
         value = value.rstrip()
-        return value == NULL_ANSWER or (value != b"" and constraint.may_end(value))
-    return value == b"" or NULL_ANSWER.startswith(value) or constraint.may_continue(value)
+        return value in NULL_ANSWERS or (value != b"" and constraint.may_end(value))
+    return any(null.startswith(value) for null in NULL_ANSWERS) or constraint.may_continue(value)
 
 
 def constrained_choice(logits: np.ndarray, greedy: np.ndarray, rows: list[int], branches,

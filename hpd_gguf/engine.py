@@ -24,7 +24,7 @@ from . import models
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch, Context, Model, physical_cores, supports_gpu_offload
 from .prompt import DocumentPrompt, PromptLayout, common_prefix
-from .constraints import constrained_choice
+from .constraints import allowed, constrained_choice, make_constraint
 from .scheduler import Limits, Scheduler
 from .schema import Document, Result, Schema, Task, clean_value, make_task
 from .sequence import Branch, DocumentState, Stops
@@ -308,13 +308,13 @@ class Extractor:
                 cached = self._reuse(context, cached, prompt.tokens, answer)
                 self._decode_alone(context, batch, answer)
                 cached = self._cached(context, prompt.tokens + answer.generated)
-                yield parse_json_answer(task, answer.text(self.pieces), answer.logprobs)
+                yield parse_json_answer(task, answer.text(self.pieces), answer.confidence)
         finally:
             self._count(context)
             context.close()
 
 
-def parse_json_answer(task: Task, text: str, logprobs: list[float]) -> Result:
+def parse_json_answer(task: Task, text: str, confidence: float = 1.0) -> Result:
     """Values from the first JSON object in a generated answer; missing keys are null."""
     values: dict[str, str | None] = {name: None for name in task.names}
     match = re.search(r"\{.*\}", text, re.DOTALL)
@@ -326,10 +326,13 @@ def parse_json_answer(task: Task, text: str, logprobs: list[float]) -> Result:
             parsed = None
     if isinstance(parsed, dict):
         lowered = {str(k).strip().lower(): v for k, v in parsed.items()}
-        for name in task.names:
-            value = lowered.get(name.lower())
+        for attribute in task.attributes:
+            value = lowered.get(attribute.name.lower())
             if isinstance(value, list):
                 value = value[0] if value else None
-            values[name] = None if value is None else clean_value(str(value))
-    confidence = float(np.exp(np.sum(logprobs))) if logprobs else 1.0
-    return Result(id=task.id, values=values, confidence={n: confidence for n in task.names})
+            value = None if value is None else clean_value(str(value))
+            rule = make_constraint(attribute.constraint, task.document.text, attribute.values)
+            if value is not None and rule is not None and not allowed(rule, value.encode("utf-8"), b"", True):
+                value = None  # json keeps the same rules, checked on the finished answer
+            values[attribute.name] = value
+    return Result(id=task.id, values=values, confidence={n: round(confidence, 4) for n in task.names})

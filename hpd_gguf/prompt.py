@@ -23,10 +23,11 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .llama import Model
 from .schema import Attribute, Document, Task
 
+NULL_TEXT = "None"  # the answer for an attribute the title does not state (one token in Qwen)
 INSTRUCTIONS = (
     "You extract attribute values from product titles. Answer one attribute per line, as "
     "\"Attribute: value\". Copy each value exactly as it is written in the title, as short as "
-    "possible. If the title does not state the attribute, answer n/a."
+    f"possible. If the title does not state the attribute, answer {NULL_TEXT}."
 )
 JSON_INSTRUCTIONS = (
     "You extract attribute values from product titles. Answer with one JSON object that has "
@@ -219,4 +220,4 @@ def _user_message(text: str, category: str | None, names: list[str]) -> str:
 def _answer(values: dict[str, str | None], answer_format: str) -> str:
     if answer_format == "json":
         return json.dumps(values, ensure_ascii=False)
-    return "\n".join(f"{name}: {'n/a' if value is None else value}" for name, value in values.items())
+    return "\n".join(f"{name}: {NULL_TEXT if value is None else value}" for name, value in values.items())

@@ -39,7 +39,7 @@ def test_constraint_rules():
     span = Span("Crocs Unisex Classic Clog, Navy")
     assert allowed(span, b" Cr", b"ocs", False) and not allowed(span, b" Crocs", b" Red", False)
     assert allowed(span, b" navy", b"\n", True) and allowed(span, b" n/", b"a", False)
-    assert not allowed(span, b"", b"\n", True)  # an empty value cannot end; null is "n/a"
+    assert not allowed(span, b"", b"\n", True)  # an empty value cannot end; null is "None" or "n/a"
     choice = Choice(["Men", "Women", "Unisex"])
     assert allowed(choice, b" Wo", b"men", False) and not allowed(choice, b" Wo", b"ol", False)
     assert allowed(choice, b" women", b"\n", True) and not allowed(choice, b" Wo", b"\n", True)
