@@ -167,13 +167,22 @@ def accuracy_by_confidence(records: list[dict], results: list[Result]) -> tuple[
     return share(judged[-quarter:]), share(judged[:quarter])
 
 
+MORE_ATTRIBUTES = ("Weight", "Width", "Height", "Length", "Depth", "Warranty", "Style", "Pattern",
+                   "Theme", "Occasion", "Season", "Finish", "Shape", "Capacity", "Power", "Voltage",
+                   "Connectivity", "Compatible devices", "Origin", "Ingredients", "Allergens",
+                   "Certification", "Model year", "Quantity", "Unit count", "Product type")
+
+
 def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
                 sizes=(16, 64, 256), widths=(5, 20, 60), **settings) -> list[dict]:
     """hpd over documents x attributes per document; attributes beyond a document's own come
-    from the other categories' lists."""
+    from the other categories' lists, then from a list of common product attributes."""
     names: list[str] = []
     for r in records:
         names += [a for a in r["attributes"] if a not in names]
+    names += [a for a in MORE_ATTRIBUTES if a not in names]
+    if len(names) < max(widths):
+        raise ValueError(f"only {len(names)} attribute names for a width of {max(widths)}")
     rows = []
     for width in widths:
         for size in sizes:

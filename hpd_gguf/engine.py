@@ -78,6 +78,7 @@ class Extractor:
             warnings.warn("--n-gpu-layers given, but this llama-cpp-python has no GPU support; using the CPU")
             self.settings.n_gpu_layers = 0
         self.schema = schema
+        self.log = log
         self.model = model if isinstance(model, Model) else Model(models.resolve(model, log),
                                                                   self.settings.n_gpu_layers)
         described = schema.all_attributes() if schema else None
@@ -162,6 +163,10 @@ class Extractor:
         context = self._context(s.n_ctx or self._hpd_cells(), s.n_seq_max)
         preamble = self.layout.preamble if continuous else []
         kv = KVCache(context, reserved_cells=len(preamble))
+        self.log(f"{s.mode}: up to {s.max_resident} documents in flight, {s.batch_tokens} tokens per decode "
+                 f"({context.n_ubatch} per graph), {s.n_seq_max} sequence ids, {context.n_ctx} KV cells, "
+                 f"{context.n_threads} threads; preamble {len(self.layout.preamble)} tokens"
+                 + (", decoded once" if continuous else ", per document") + " (BENCHMARKS.md: why these)")
         batch = Batch(context.n_batch)
         if preamble:
             self._decode_alone(context, batch, Branch(seq=PREAMBLE_SEQ, pending=list(preamble)))

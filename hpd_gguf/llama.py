@@ -248,6 +248,7 @@ class Context:
             raise LlamaError(f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch})")
         self.n_ctx = C.llama_n_ctx(self._ctx)
         self.n_batch = C.llama_n_batch(self._ctx)
+        self.n_ubatch = C.llama_n_ubatch(self._ctx)
         self.n_seq_max = C.llama_n_seq_max(self._ctx)
         self.n_threads = params.n_threads
         self._memory = C.llama_get_memory(self._ctx)

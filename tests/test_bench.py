@@ -1,0 +1,23 @@
+"""The bench's scaling table and settings sweep, small, on the test model."""
+import json
+from pathlib import Path
+
+from hpd_gguf.bench import Report, run_scaling, run_sweep
+from hpd_gguf.schema import Document, make_task
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_scaling_table_and_sweep_cover_their_grids(model):
+    records = [json.loads(line) for line in (DATA / "products20.jsonl").read_text().splitlines()[:3]]
+    rows = run_scaling(model, records, prefill=100.0, log=lambda m: None, sizes=(2, 3), widths=(1, 7),
+                       max_value_tokens=3)
+    assert [(r["documents"], r["attributes"]) for r in rows] == [(2, 1), (3, 1), (2, 7), (3, 7)]
+    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "attributes")}), None)
+             for r in records]
+    sweep = run_sweep(model, tasks, prefill=100.0, log=lambda m: None, batch_tokens=(64, 128),
+                      max_resident=(1, 3), max_value_tokens=3)
+    assert [(r["batch_tokens"], r["max_resident"]) for r in sweep] == [(64, 1), (64, 3), (128, 1), (128, 3)]
+    table = Report("m", 3, 2, 100.0, scaling=rows, sweep=sweep).table()
+    assert "hpd scaling" in table and "<- fastest" in table
