@@ -104,17 +104,30 @@ def measure_prefill(model: Model, tokens: list[int], batch_tokens: int, threads:
     return best
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _rss_mb() -> float:
+    """Resident memory now (Linux), else the process's peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_mode(model: Model, tasks: list[Task], mode: str, **settings) -> tuple[ModeRun, list[Result]]:
+    """One mode over the tasks; peak RSS is sampled after every decode of this run alone."""
     extractor = Extractor(model, mode=mode, **settings)
+    peak = _rss_mb()
+
+    def sample(branches, logits):
+        nonlocal peak
+        peak = max(peak, _rss_mb())
+
+    extractor.on_logits = sample
     start = time.perf_counter()
     results = list(extractor.extract(tasks))
     seconds = time.perf_counter() - start
     run = ModeRun(mode, seconds, len(results), extractor.stats.tokens, extractor.stats.decode_calls,
-                  sum(len(r.values) for r in results), peak_rss_mb=_peak_rss_mb())
+                  sum(len(r.values) for r in results), peak_rss_mb=peak)
     return run, results
 
 
@@ -193,6 +206,8 @@ def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
             log(f"bench: scaling {size} documents x {width} attributes ...")
             run, _ = run_mode(model, tasks, "hpd", **settings)
             rows.append({"documents": size, "attributes": width, **_figures(run, prefill)})
+            log(f"bench: scaling {size} x {width}: {run.seconds:.1f} s, {run.documents_per_second:.2f} docs/s, "
+                f"{rows[-1]['share_of_prefill']:.0%} of prefill, peak RSS {run.peak_rss_mb:.0f} MB")
     return rows
 
 
@@ -207,6 +222,7 @@ def run_sweep(model: Model, tasks: list[Task], prefill: float, log=print,
                       "max_resident": resident}
             run, _ = run_mode(model, tasks, "hpd", **chosen)
             rows.append({"batch_tokens": budget, "max_resident": resident, **_figures(run, prefill)})
+            log(f"bench: sweep {budget} x {resident}: {run.seconds:.1f} s")
     return rows
 
 
