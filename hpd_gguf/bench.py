@@ -183,7 +183,10 @@ def accuracy_by_confidence(records: list[dict], results: list[Result]) -> tuple[
 MORE_ATTRIBUTES = ("Weight", "Width", "Height", "Length", "Depth", "Warranty", "Style", "Pattern",
                    "Theme", "Occasion", "Season", "Finish", "Shape", "Capacity", "Power", "Voltage",
                    "Connectivity", "Compatible devices", "Origin", "Ingredients", "Allergens",
-                   "Certification", "Model year", "Quantity", "Unit count", "Product type")
+                   "Certification", "Model year", "Quantity", "Unit count", "Product type",
+                   "Texture", "Fit", "Collection", "Series", "Edition", "Manufacturer", "Target audience",
+                   "Use", "Room", "Surface", "Temperature", "Sweetener", "Fat content", "Sugar content",
+                   "Protein", "Calories", "Shelf life", "Storage", "Packaging", "Assembly")
 
 
 def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
