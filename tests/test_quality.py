@@ -109,3 +109,14 @@ def test_confidence_is_a_probability(extract, products):
     for result in extract(products[:4]):
         assert set(result.confidence) == set(result.values)
         assert all(0.0 < c <= 1.0 for c in result.confidence.values())
+
+
+def test_json_answers_keep_the_same_constraints():
+    from hpd_gguf.engine import parse_json_answer
+
+    task = Task(document=Document(id="1", text="Crocs Unisex Classic Clog, Navy"),
+                attributes=[Attribute(name="Brand", constraint="span"), Attribute(name="Color", constraint="span"),
+                            Attribute(name="Gender")])
+    result = parse_json_answer(task, '{"Brand": "crocs", "Color": "Red", "Gender": "Men"}', 0.25)
+    assert result.values == {"Brand": "crocs", "Color": None, "Gender": "Men"}
+    assert result.confidence == {"Brand": 0.25, "Color": 0.25, "Gender": 0.25}
