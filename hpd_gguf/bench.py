@@ -221,9 +221,8 @@ def run_sweep(model: Model, tasks: list[Task], prefill: float, log=print,
     for budget in batch_tokens:
         for resident in max_resident:
             log(f"bench: sweep batch_tokens={budget} max_resident={resident} ...")
-            chosen = {**settings, "batch_tokens": budget, "ubatch_tokens": min(budget, settings.get("ubatch_tokens", 512)),
-                      "max_resident": resident}
-            run, _ = run_mode(model, tasks, "hpd", **chosen)
+            chosen = {**settings, "batch_tokens": budget, "max_resident": resident}
+            run, _ = run_mode(model, tasks, "hpd", **chosen)  # the context keeps ubatch <= batch
             rows.append({"batch_tokens": budget, "max_resident": resident, **_figures(run, prefill)})
             log(f"bench: sweep {budget} x {resident}: {run.seconds:.1f} s")
     return rows

@@ -24,7 +24,7 @@ from . import models
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch, Context, Model, physical_cores, supports_gpu_offload
 from .prompt import DocumentPrompt, PromptLayout, common_prefix
-from .constraints import allowed, constrained_choice, make_constraint
+from .constraints import accepts, constrained_choice, make_constraint
 from .scheduler import Limits, Scheduler
 from .schema import Document, Result, Schema, Task, clean_value, make_task
 from .sequence import Branch, DocumentState, Stops
@@ -337,7 +337,7 @@ def parse_json_answer(task: Task, text: str, confidence: float = 1.0) -> Result:
                 value = value[0] if value else None
             value = None if value is None else clean_value(str(value))
             rule = make_constraint(attribute.constraint, task.document.text, attribute.values)
-            if value is not None and rule is not None and not allowed(rule, value.encode("utf-8"), b"", True):
+            if value is not None and rule is not None and not accepts(rule, value.encode("utf-8")):
                 value = None  # json keeps the same rules, checked on the finished answer
             values[attribute.name] = value
     return Result(id=task.id, values=values, confidence={n: round(confidence, 4) for n in task.names})

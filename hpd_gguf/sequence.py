@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .constraints import VETO, Constraint, allowed, make_constraint
+from .constraints import VETO, Constraint, accepts, make_constraint
 from .prompt import DocumentPrompt
 from .schema import Result, Task, clean_value
 
@@ -79,7 +79,7 @@ class Branch(Sequence):
     def value(self, pieces: list[bytes]) -> str | None:
         """The value: the text up to a newline, cleaned; null when a constraint rejects it."""
         raw = b"".join(pieces[t] for t in self.generated).split(b"\n", 1)[0]
-        if self.vetoed or (self.constraint is not None and not allowed(self.constraint, raw, b"", True)):
+        if self.vetoed or (self.constraint is not None and not accepts(self.constraint, raw)):
             return None
         return clean_value(raw.decode("utf-8", "replace"))
 
