@@ -23,8 +23,9 @@ import numpy as np
 from . import models
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch, Context, Model, physical_cores, supports_gpu_offload
-from .prompt import DocumentPrompt, PromptLayout, common_prefix
+from .prompt import NULL_TEXT, DocumentPrompt, PromptLayout, common_prefix
 from .constraints import accepts, constrained_choice, make_constraint
+from .sampling import Greedy
 from .scheduler import Limits, Scheduler
 from .schema import Document, Result, Schema, Task, clean_value, make_task
 from .sequence import Branch, DocumentState, Stops
@@ -87,8 +88,11 @@ class Extractor:
         pieces = self.model.pieces
         has_newline = np.fromiter((b"\n" in p for p in pieces), bool, len(pieces))
         eog = self.model.end_of_generation_mask()
-        self.stops = Stops(eog, has_newline, self.settings.max_value_tokens)
+        null = NULL_TEXT.lower().encode()
+        null_answer = np.fromiter((p.strip().lower() == null for p in pieces), bool, len(pieces))
+        self.stops = Stops(eog, has_newline, self.settings.max_value_tokens, null_answer=null_answer)
         self.pieces = [b"" if end else p for p, end in zip(pieces, eog)]  # what values are made of
+        self.greedy = Greedy(self.model.n_vocab, self.settings.threads or physical_cores())
         self.stats = Stats()
         self.on_logits = None  # optional observer: on_logits(branches, logits) after each decode
 
@@ -226,19 +230,14 @@ class Extractor:
         log-probabilities, vectorised over the batch's outputs."""
         if len(logits) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        rows = np.arange(len(logits))
-        tokens = logits.argmax(axis=1)
-        best = logits[rows, tokens]
-        shifted = logits - best[:, None]
-        np.exp(shifted, out=shifted)
-        log_total = np.log(shifted.sum(axis=1))
+        tokens, best, log_total = self.greedy(logits)
         constrained = [i for i, b in enumerate(branches) if b.constraint is not None]
         if constrained:
             picks = constrained_choice(logits, tokens, constrained, [branches[i] for i in constrained],
                                        self.pieces, self.stops.stop_mask)
             for row, token in picks.items():
                 tokens[row] = token
-        chosen = logits[rows, np.maximum(tokens, 0)]
+        chosen = logits[np.arange(len(logits)), np.maximum(tokens, 0)]
         logprobs = np.where(tokens >= 0, chosen - best, 0.0) - log_total  # a veto keeps the greedy one's
         return tokens, np.where(tokens == -1, 0.0, logprobs)
 

@@ -12,13 +12,15 @@ from .schema import Result, Task, clean_value
 
 @dataclass
 class Stops:
-    """When a value ends: an end-of-generation token, a newline (unless multiline) or the
-    token budget."""
+    """When a value ends: an end-of-generation token, a newline (unless multiline), the token
+    budget, or a first token that is the whole null answer (the prompt's "None": nothing the
+    model adds to it can make it a value, so it is not fed back)."""
 
     end_of_generation: np.ndarray  # bool per token
     has_newline: np.ndarray  # bool per token
     max_tokens: int
     multiline: bool = False
+    null_answer: np.ndarray | None = None  # bool per token
 
     def __post_init__(self):
         self.stop_mask = self.end_of_generation | (False if self.multiline else self.has_newline)
@@ -68,7 +70,8 @@ class Branch(Sequence):
         else:
             self.generated.append(token)
             self.logprobs.append(logprob)
-            self.finished = bool(stops.stop_mask[token]) or len(self.generated) >= stops.max_tokens
+            self.finished = bool(stops.stop_mask[token]) or len(self.generated) >= stops.max_tokens or (
+                len(self.generated) == 1 and stops.null_answer is not None and bool(stops.null_answer[token]))
         if not self.finished:
             self.pending = [token]
         return self.finished

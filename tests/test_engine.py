@@ -85,3 +85,35 @@ def test_stacking_respects_limits(model, products):
         Context.decode = original
     assert len(results) == len(products) and max(sizes) <= 64
     assert extractor.stats.decode_calls == len(sizes)
+
+
+def test_greedy_choice_matches_a_direct_softmax():
+    from hpd_gguf.sampling import Greedy
+
+    logits = np.random.default_rng(0).standard_normal((37, 5000), dtype=np.float32) * 4
+    for threads in (1, 2, 3):
+        tokens, best, log_total = Greedy(5000, threads)(logits)
+        assert (tokens == logits.argmax(axis=1)).all()
+        assert np.array_equal(best, logits.max(axis=1))
+        direct = np.log(np.exp(logits.astype(np.float64) - best[:, None]).sum(axis=1))
+        assert np.allclose(log_total, direct, rtol=1e-5)
+
+
+def test_a_null_first_token_ends_the_value(model, products):
+    """The prompt's null answer ("None") is not fed back: its branch ends after one token,
+    null, and the run decodes fewer tokens than one that feeds it."""
+    documents = [dict(p, attributes=p["attributes"] + ["Organic"]) for p in products[:8]]  # often None
+    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
+    nulls = extractor.stops.null_answer
+    assert nulls.any() and all(model.piece(t).strip().lower() == b"none" for t in np.flatnonzero(nulls))
+    branches = []
+    extractor.on_logits = lambda stepped, logits: branches.extend(stepped)
+    results = {r.id: r.values for r in extractor.extract(documents)}
+    ended = {id(b): b for b in branches if b.generated and nulls[b.generated[0]]}.values()
+    assert ended and all(b.finished and len(b.generated) == 1 for b in ended)
+    assert all(results[b.doc.task.id][b.doc.task.names[b.index]] is None for b in ended)
+
+    feeding = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
+    feeding.stops.null_answer = None
+    list(feeding.extract(documents))
+    assert feeding.stats.tokens - extractor.stats.tokens >= len(ended) // 2  # batch shapes flip a few near-ties
