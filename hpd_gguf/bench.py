@@ -21,6 +21,7 @@ class ModeRun:
     tokens: int
     decode_calls: int
     values: int
+    outputs: int = 0  # tokens with logits
     same_as_sequential: int | None = None
     f1: float | None = None
     f1_case_insensitive: float | None = None
@@ -42,6 +43,7 @@ class Report:
     documents: int
     threads: int
     prefill_tokens_per_second: float
+    output_cost: float = 0.0  # what logits add to a token, in tokens
     runs: list[ModeRun] = field(default_factory=list)
     scaling: list[dict] = field(default_factory=list)
     sweep: list[dict] = field(default_factory=list)
@@ -54,8 +56,9 @@ class Report:
     def table(self) -> str:
         by_mode = {r.mode: r for r in self.runs}
         lines = [f"model {self.model}, {self.documents} documents, {self.threads} threads, "
-                 f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch)",
-                 f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'decodes':>9}"
+                 f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch); "
+                 f"a token with logits costs {1 + self.output_cost:.2f} tokens",
+                 f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'busy':>6}{'decodes':>9}"
                  f"{'hpd speedup':>13}{'= sequential':>20}{'F1':>8}"
                  + ("  accuracy, top / bottom confidence quartile" if any(r.accuracy_by_confidence for r in self.runs) else "")]
         hpd = by_mode.get("hpd")
@@ -68,40 +71,53 @@ class Report:
                 f1 += f"{r.accuracy_by_confidence[0]:>10.0%} / {r.accuracy_by_confidence[1]:.0%}"
             lines.append(f"{r.mode:<11}{r.seconds:>9.2f}{r.documents_per_second:>9.3f}"
                          f"{r.tokens_per_second:>9.0f}{r.tokens_per_second / self.prefill_tokens_per_second:>10.0%}"
-                         f"{r.decode_calls:>9}{speedup:>13}{same:>20}{f1:>8}")
+                         f"{self._busy(r):>6.0%}{r.decode_calls:>9}{speedup:>13}{same:>20}{f1:>8}")
         if self.scaling:
             lines += ["", "hpd scaling", f"{'documents':>10}{'attributes':>11}{'wall s':>9}{'docs/s':>9}"
-                      f"{'tok/s':>9}{'of prefill':>11}{'peak RSS MB':>13}"]
+                      f"{'tok/s':>9}{'of prefill':>11}{'busy':>6}{'peak RSS MB':>13}"]
             for s in self.scaling:
                 lines.append(f"{s['documents']:>10}{s['attributes']:>11}{s['seconds']:>9.2f}"
                              f"{s['documents_per_second']:>9.2f}{s['tokens_per_second']:>9.0f}"
-                             f"{s['share_of_prefill']:>10.0%}{s['peak_rss_mb']:>13.0f}")
+                             f"{s['share_of_prefill']:>10.0%}{s['busy']:>6.0%}{s['peak_rss_mb']:>13.0f}")
         if self.sweep:
             best = max(self.sweep, key=lambda s: s["documents_per_second"])
             lines += ["", "hpd settings sweep", f"{'batch tokens':>13}{'max resident':>13}{'wall s':>9}"
-                      f"{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}"]
+                      f"{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'busy':>6}"]
             for s in self.sweep:
                 lines.append(f"{s['batch_tokens']:>13}{s['max_resident']:>13}{s['seconds']:>9.2f}"
                              f"{s['documents_per_second']:>9.3f}{s['tokens_per_second']:>9.0f}"
-                             f"{s['share_of_prefill']:>10.0%}" + ("  <- fastest" if s is best else ""))
+                             f"{s['share_of_prefill']:>10.0%}{s['busy']:>6.0%}" + ("  <- fastest" if s is best else ""))
         return "\n".join(lines)
 
+    def _busy(self, run: ModeRun) -> float:
+        return _busy(run, self.prefill_tokens_per_second, self.output_cost)
 
-def measure_prefill(model: Model, tokens: list[int], batch_tokens: int, threads: int) -> float:
-    """Tokens per second of one full batch of prompt tokens (best of three)."""
+
+def measure_prefill(model: Model, tokens: list[int], batch_tokens: int, threads: int) -> tuple[float, float]:
+    """Tokens per second of one full batch of prompt tokens, and what logits add to a token,
+    in tokens (the same batch with logits for every token); best of three each."""
     context = Context(model, batch_tokens * 2, batch_tokens, 1, threads)
     batch = Batch(batch_tokens)
     chunk = (tokens * (batch_tokens // max(1, len(tokens)) + 1))[:batch_tokens]
-    best = 0.0
-    for _ in range(3):
-        context.clear()
-        batch.clear()
-        batch.add(chunk, 0, (0,), True)
-        start = time.perf_counter()
-        context.decode(batch)
-        best = max(best, batch_tokens / (time.perf_counter() - start))
+
+    def fastest(every_token_logits: bool) -> float:
+        best = float("inf")
+        for _ in range(3):
+            context.clear()
+            batch.clear()
+            if every_token_logits:
+                for i, token in enumerate(chunk):
+                    batch.add([token], i, (0,), True)
+            else:
+                batch.add(chunk, 0, (0,), True)
+            start = time.perf_counter()
+            context.decode(batch)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    plain, with_logits = fastest(False), fastest(True)
     context.close()
-    return best
+    return batch_tokens / plain, max(0.0, with_logits - plain) / plain
 
 
 def _rss_mb() -> float:
@@ -127,7 +143,7 @@ def run_mode(model: Model, tasks: list[Task], mode: str, **settings) -> tuple[Mo
     results = list(extractor.extract(tasks))
     seconds = time.perf_counter() - start
     run = ModeRun(mode, seconds, len(results), extractor.stats.tokens, extractor.stats.decode_calls,
-                  sum(len(r.values) for r in results), peak_rss_mb=peak)
+                  sum(len(r.values) for r in results), extractor.stats.outputs, peak_rss_mb=peak)
     return run, results
 
 
@@ -140,8 +156,8 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
     model = Model(model_path, settings.get("n_gpu_layers", 0))
     threads = settings.get("threads") or physical_cores()
     probe = Extractor(model, mode="hpd", **settings).layout.document(tasks[0]).tokens
-    prefill = measure_prefill(model, probe, settings.get("batch_tokens", 512), threads)
-    report = Report(model_path.name, len(tasks), threads, prefill)
+    prefill, output_cost = measure_prefill(model, probe, settings.get("batch_tokens", 512), threads)
+    report = Report(model_path.name, len(tasks), threads, prefill, output_cost)
     outputs: dict[str, list[Result]] = {}
     for mode in modes:
         log(f"bench: {mode} on {len(tasks)} documents ...")
@@ -158,9 +174,9 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
             run.same_as_sequential = sum(
                 a.values.get(k) == v for a, b in zip(outputs[run.mode], reference) for k, v in b.values.items())
     if scaling:
-        report.scaling = run_scaling(model, records, prefill, log, **settings)
+        report.scaling = run_scaling(model, records, prefill, log, output_cost=output_cost, **settings)
     if sweep:
-        report.sweep = run_sweep(model, tasks, prefill, log, **settings)
+        report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **settings)
     return report
 
 
@@ -190,7 +206,7 @@ MORE_ATTRIBUTES = ("Weight", "Width", "Height", "Length", "Depth", "Warranty", "
 
 
 def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
-                sizes=(16, 64, 256), widths=(5, 20, 60), **settings) -> list[dict]:
+                sizes=(16, 64, 256), widths=(5, 20, 60), output_cost: float = 0.0, **settings) -> list[dict]:
     """hpd over documents x attributes per document; attributes beyond a document's own come
     from the other categories' lists, then from a list of common product attributes."""
     names: list[str] = []
@@ -208,27 +224,34 @@ def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
                                None) for i, r in enumerate(chosen)]
             log(f"bench: scaling {size} documents x {width} attributes ...")
             run, _ = run_mode(model, tasks, "hpd", **settings)
-            rows.append({"documents": size, "attributes": width, **_figures(run, prefill)})
+            rows.append({"documents": size, "attributes": width, **_figures(run, prefill, output_cost)})
             log(f"bench: scaling {size} x {width}: {run.seconds:.1f} s, {run.documents_per_second:.2f} docs/s, "
                 f"{rows[-1]['share_of_prefill']:.0%} of prefill, peak RSS {run.peak_rss_mb:.0f} MB")
     return rows
 
 
 def run_sweep(model: Model, tasks: list[Task], prefill: float, log=print,
-              batch_tokens=(256, 512, 1024), max_resident=(16, 32, 64, 128), **settings) -> list[dict]:
-    """hpd over token budgets x resident documents: the figures behind the defaults."""
+              budgets=(256, 512, 1024), residents=(16, 32, 64, 128), output_cost: float = 0.0,
+              **settings) -> list[dict]:
+    """hpd over token budgets x resident documents (whatever the settings say of either): the
+    figures behind the defaults."""
     rows = []
-    for budget in batch_tokens:
-        for resident in max_resident:
+    for budget in budgets:
+        for resident in residents:
             log(f"bench: sweep batch_tokens={budget} max_resident={resident} ...")
             chosen = {**settings, "batch_tokens": budget, "max_resident": resident}
             run, _ = run_mode(model, tasks, "hpd", **chosen)  # the context keeps ubatch <= batch
-            rows.append({"batch_tokens": budget, "max_resident": resident, **_figures(run, prefill)})
+            rows.append({"batch_tokens": budget, "max_resident": resident, **_figures(run, prefill, output_cost)})
             log(f"bench: sweep {budget} x {resident}: {run.seconds:.1f} s")
     return rows
 
 
-def _figures(run: ModeRun, prefill: float) -> dict:
+def _figures(run: ModeRun, prefill: float, output_cost: float) -> dict:
     return {"seconds": run.seconds, "documents_per_second": run.documents_per_second,
             "tokens_per_second": run.tokens_per_second, "share_of_prefill": run.tokens_per_second / prefill,
-            "peak_rss_mb": run.peak_rss_mb}
+            "busy": _busy(run, prefill, output_cost), "peak_rss_mb": run.peak_rss_mb}
+
+
+def _busy(run: ModeRun, prefill: float, output_cost: float) -> float:
+    """The share of prefill throughput with each token's logits counted as the work they are."""
+    return (run.tokens + output_cost * run.outputs) / run.seconds / prefill

@@ -58,6 +58,7 @@ class Stats:
     documents: int = 0
     decode_calls: int = 0
     tokens: int = 0
+    outputs: int = 0  # tokens with logits
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -158,7 +159,8 @@ class Extractor:
     def _count(self, context: Context) -> None:
         self.stats.decode_calls += context.decode_calls
         self.stats.tokens += context.tokens_decoded
-        context.decode_calls = context.tokens_decoded = 0
+        self.stats.outputs += context.outputs_decoded
+        context.decode_calls = context.tokens_decoded = context.outputs_decoded = 0
 
     # hpd
     def _hpd(self, tasks: Iterator[Task]) -> Iterator[Result]:

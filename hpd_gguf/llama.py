@@ -254,6 +254,7 @@ class Context:
         self._memory = C.llama_get_memory(self._ctx)
         self.decode_calls = 0
         self.tokens_decoded = 0
+        self.outputs_decoded = 0  # tokens whose logits were computed
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
@@ -282,6 +283,7 @@ class Context:
             self.decode_calls += 1
             self.tokens_decoded += stop - start
             n_out = int(batch.logits[start:stop].sum())
+            self.outputs_decoded += n_out
             return [self._logits(n_out)] if n_out else []
         if status == 1 and stop - start > 1:  # no KV slot: try smaller pieces
             middle = (start + stop) // 2
