@@ -19,7 +19,9 @@ import re
 
 import numpy as np
 
-NULL_ANSWERS = (b"n/a", b"none")  # what the prompt may ask for when a value is absent
+from .schema import NULL_TEXT
+
+NULL_ANSWERS = (NULL_TEXT.lower().encode(), b"n/a")  # null answers a constrained value may take
 TOP_K = 16
 VETO = -2  # token code: the value is null (-1 ends it as it is)
 _NUMBER = re.compile(rb"\d[\d.,/]*(?:-\d[\d.,/]*)?(?: ?[a-z]+\.?(?: [a-z]+\.?)?)?")

@@ -23,11 +23,11 @@ import numpy as np
 from . import models
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch, Context, Model, physical_cores, supports_gpu_offload
-from .prompt import NULL_TEXT, DocumentPrompt, PromptLayout, common_prefix
+from .prompt import DocumentPrompt, PromptLayout, common_prefix
 from .constraints import accepts, constrained_choice, make_constraint
 from .sampling import Greedy
 from .scheduler import Limits, Scheduler
-from .schema import Document, Result, Schema, Task, clean_value, make_task
+from .schema import NULL_TEXT, Document, Result, Schema, Task, clean_value, make_task
 from .sequence import Branch, DocumentState, Stops
 
 MODES = ("hpd", "hpd-static", "sequential", "naive", "json")

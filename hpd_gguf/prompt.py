@@ -21,9 +21,8 @@ from functools import lru_cache
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .llama import Model
-from .schema import Attribute, Document, Task
+from .schema import NULL_TEXT, Attribute, Document, Task
 
-NULL_TEXT = "None"  # the answer for an attribute the title does not state (one token in Qwen)
 INSTRUCTIONS = (
     "You extract attribute values from product titles. Answer one attribute per line, as "
     "\"Attribute: value\". Copy each value exactly as it is written in the title, as short as "

@@ -177,8 +177,9 @@ class Result(BaseModel):
     error: str | None = None
 
 
-NULL_ANSWERS = re.compile(r"^(n/?a|none|null|not (stated|specified|mentioned|given|available)|unknown|-+)?$",
-                          re.IGNORECASE)
+NULL_TEXT = "None"  # what the prompts ask for when the text does not state an attribute (one token in Qwen)
+NULL_ANSWERS = re.compile(rf"^({re.escape(NULL_TEXT)}|n/?a|null|not (stated|specified|mentioned|given|available)"
+                          r"|unknown|-+)?$", re.IGNORECASE)  # answers that mean null
 
 
 def clean_value(raw: str) -> str | None:
