@@ -15,6 +15,8 @@ BLOCK_ROWS = 4
 
 
 class Greedy:
+    """Its worker threads end when it is garbage-collected (with its Extractor)."""
+
     def __init__(self, n_vocab: int, threads: int = 1):
         self.threads = max(1, threads)
         self._scratch = [np.empty((BLOCK_ROWS, n_vocab), np.float32) for _ in range(self.threads)]
@@ -41,8 +43,3 @@ class Greedy:
             bounds = np.linspace(0, n, self.threads + 1).astype(int)
             list(self._pool.map(rows, range(self.threads), bounds[:-1], bounds[1:]))
         return tokens, best, log_total
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
