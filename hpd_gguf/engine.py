@@ -1,7 +1,8 @@
 """The extraction engine: hyper-parallel decoding and the reference modes over the same prompts.
 
     hpd         every attribute a branch, all documents' branches stacked, continuous admission,
-                the run-wide preamble decoded once
+                the run-wide preamble decoded once, and the head of documents that ask the same
+                of the same category (category and attribute names) once while they are resident
     hpd-static  the same in fixed groups, each document decoding its own preamble
     sequential  each attribute's prompt alone, reusing the cached prefix (the reference answer)
     naive       each attribute's prompt alone, from scratch
@@ -14,7 +15,7 @@ import math
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -59,8 +60,8 @@ class Stats:
     decode_calls: int = 0
     tokens: int = 0
     outputs: int = 0  # tokens with logits
+    shared_heads: int = 0  # heads decoded once for several documents (hpd)
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class Extractor:
@@ -217,6 +218,10 @@ class Extractor:
                         if doc is not None:
                             done[doc.order] = doc.result(self.pieces, s.min_confidence)
         finally:
+            self.stats.shared_heads += scheduler.heads_made
+            if scheduler.heads_made:
+                self.log(f"{s.mode}: {scheduler.heads_made} document heads (category and attribute "
+                         f"names) decoded once for the documents sharing them")
             self._count(context)
             context.close()
 

@@ -27,9 +27,14 @@ class KVCache:
             raise RuntimeError(f"{cells} KV cells asked for, {self.free_cells} free")
         seq = self._free_seqs.pop()
         self.free_cells -= cells
-        if source is not None and upto != 0:
-            self.context.seq_cp(source, seq, -1, upto)
+        if source is not None:
+            self.copy(source, seq, upto)
         return seq
+
+    def copy(self, source: int, seq: int, upto: int = -1) -> None:
+        """Let `seq` share `source`'s cells below position `upto` (-1: all of them)."""
+        if upto != 0:
+            self.context.seq_cp(source, seq, -1, upto)
 
     def close(self, seq: int, cells: int) -> None:
         """Drop a sequence; cells no other sequence shares become free."""

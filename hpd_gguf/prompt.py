@@ -1,14 +1,17 @@
 """Prompt layout: run-wide preamble -> document segment -> branch suffix -> value.
 
 The prompt for one attribute is the model's own chat template with a system message (the
-instructions), a user message (the document and the names of all attributes asked for) and
-the start of the assistant's answer, `Attribute:`.  Written out for one attribute alone it is
+instructions), a user message (the category, the names of all attributes asked for, then the
+document) and the start of the assistant's answer, `Attribute:`.  Written out for one
+attribute alone it is
 
     [preamble][document segment][branch suffix]
 
 and the three token lists concatenate to exactly the tokenization of that whole prompt: the
 split points are longest common token prefixes, so a tokenizer merge across a boundary moves
-the boundary instead of changing a token.
+the boundary instead of changing a token.  The document segment starts with its head (the
+category and the attribute names), the same for every document that asks the same of the
+same category.
 """
 from __future__ import annotations
 
@@ -72,6 +75,12 @@ class DocumentPrompt:
     tokens: list[int]  # preamble prefix + document segment, from position 0
     shared: int  # how many leading tokens equal the run-wide preamble
     suffixes: list[list[int]]  # per attribute, in the task's order
+    head_end: int = 0  # leading tokens that depend on no more than the category and attribute names
+
+    @property
+    def head(self) -> tuple[int, ...]:
+        """The head of the document segment: equal for documents of one category and list."""
+        return tuple(self.tokens[self.shared: self.head_end])
 
     def full(self, index: int) -> list[int]:
         """The whole prompt for one attribute alone."""
@@ -99,13 +108,13 @@ class PromptLayout:
         self._system = [instructions or default] + _described(attributes or [])
         self.examples = EXAMPLES if examples is None else examples
         placeholder = Task(document=Document(id="", text="x", category="x"), attributes=[Attribute(name="x")])
-        pieces, first_document_piece = self._pieces(placeholder)
+        pieces, first_document_piece, _ = self._pieces(placeholder)
         self.preamble = self._tokens(pieces[:first_document_piece])
 
     # rendering
-    def _pieces(self, task: Task) -> tuple[list[str], int]:
-        """The rendered prompt as pieces (Untrusted where the user wrote them), and the index
-        of the first piece that depends on the document."""
+    def _pieces(self, task: Task) -> tuple[list[str], int, int]:
+        """The rendered prompt as pieces (Untrusted where the user wrote them), the index of
+        the first piece that depends on the document, and that of the document's text."""
         parts: list[str] = []
 
         def put(text: str) -> str:
@@ -119,23 +128,27 @@ class PromptLayout:
                          {"role": "assistant", "content": _answer(values, self.answer_format)}]
         first_document_part = len(parts)
         document = task.document
+        names = [put(n) for n in task.names]
+        text_part = len(parts)
         messages.append({"role": "user", "content": _user_message(
-            put(document.text), document.category and put(document.category), [put(n) for n in task.names])})
+            put(document.text), document.category and put(document.category), names)})
         rendered = self._template.render(
             messages=messages,
             add_generation_prompt=True, bos_token=self._bos_text,
             eos_token=self._eos_text,
         )
-        pieces, first = [], None
+        pieces, first, text = [], None, None
         for i, chunk in enumerate(_SENTINEL.split(rendered)):
             if i % 2:
                 index = int(chunk)
                 if first is None and index >= first_document_part:
                     first = len(pieces)
+                if index == text_part:
+                    text = len(pieces)
                 pieces.append(parts[index])
             else:
                 pieces.append(chunk)
-        return pieces, first
+        return pieces, first, text
 
     def _fragments(self, pieces: list[str]) -> list[str | int]:
         """Text runs and special-token ids; specials are recognised in trusted text only."""
@@ -174,18 +187,20 @@ class PromptLayout:
     # public
     def document(self, task: Task, suffixes: bool = True) -> DocumentPrompt:
         """The document's prompt tokens and, unless suffixes=False, one suffix per attribute."""
-        pieces, _ = self._pieces(task)
+        pieces, _, text = self._pieces(task)
         fragments = self._fragments(pieces)
         tail = fragments.pop() if isinstance(fragments[-1], str) else ""
         head = self._fragment_tokens(fragments)
         tokens = head + self.model.tokenize(tail)
         shared = common_prefix(self.preamble, tokens)
+        head_end = common_prefix(self._tokens(pieces[:text]), tokens)
         if not suffixes:
-            return DocumentPrompt(tokens, shared, [])
+            return DocumentPrompt(tokens, shared, [], max(shared, min(head_end, len(tokens) - 1)))
         full = [head + self.model.tokenize(tail + self.suffix_text(name)) for name in task.names]
         split = min(common_prefix(tokens, f) for f in full)
         split = max(split, shared)
-        return DocumentPrompt(tokens[:split], shared, [f[split:] for f in full])
+        head_end = max(shared, min(head_end, split - 1))  # the document keeps a token of its own
+        return DocumentPrompt(tokens[:split], shared, [f[split:] for f in full], head_end)
 
     def suffix_text(self, name: str) -> str:
         return f"{name}:"
@@ -194,7 +209,7 @@ class PromptLayout:
         """Tokens of the prompt for one attribute written out in full and tokenized at once
         (special tokens parsed), for checking the layout.  Only meaningful when the user text
         holds no special-token text."""
-        pieces, _ = self._pieces(task)
+        pieces, _, _ = self._pieces(task)
         text = "".join(pieces) + self.suffix_text(task.names[index])
         tokens = self.model.tokenize(text, parse_special=True)
         if self.model.add_bos and tokens[:1] != [self.model.bos]:

@@ -3,16 +3,17 @@
 Each step packs, within the token budget: one new token for every decoding branch, the
 suffixes of branches that start now, and chunks of document prefill.  Documents are admitted
 in input order as sequence ids and KV cells allow; a document whose branches outnumber the
-free ids runs them in rounds over its own document cells.
+free ids runs them in rounds over its own document cells.  Documents that ask the same of
+the same category share the head of their segment: it is decoded once, and each copies it.
 """
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch
-from .sequence import Branch, DocumentState
+from .sequence import Branch, DocumentState, SharedHead
 
 
 @dataclass
@@ -30,10 +31,14 @@ class Scheduler:
         self.share_preamble = share_preamble
         self.waiting: deque[DocumentState] = deque()
         self.running: list[DocumentState] = []
+        self.heads: dict[tuple[int, ...], SharedHead] = {}  # resident shared heads by tokens
+        self._waiting_heads: Counter = Counter()
+        self.heads_made = 0
         self.oldest = 0  # order of the oldest unfinished document
 
     def add(self, doc: DocumentState) -> None:
         self.waiting.append(doc)
+        self._waiting_heads[doc.prompt.head] += 1
 
     @property
     def idle(self) -> bool:
@@ -49,6 +54,9 @@ class Scheduler:
         batch.clear()
         budget = min(self.limits.token_budget, batch.capacity)
         outputs: list[Branch] = []
+        for head in self.heads.values():  # what earlier steps planned is decoded by now
+            head.decoded = not head.pending
+        self._link_heads()
         if not self.limits.continuous and not self.running:  # a new fixed group
             while self._admit():
                 pass
@@ -66,11 +74,15 @@ class Scheduler:
                 if doc.started == len(doc.branches):  # the branches now hold its cells
                     self.kv.close(doc.seq, 0)
                 self._put(batch, branch, budget - batch.size, outputs)
-        for doc in self.running:  # then document prefill, chunked to the budget
-            if doc.pending and batch.size < budget:
+        for head in self.heads.values():  # then prefill, chunked to the budget: shared heads,
+            if head.pending and batch.size < budget:
+                self._put(batch, head, budget - batch.size)
+        for doc in self.running:  # and documents that have theirs
+            if doc.linked and doc.pending and batch.size < budget:
                 self._put(batch, doc, budget - batch.size)
         while self.limits.continuous and batch.size < budget and self._admit():
-            self._put(batch, self.running[-1], budget - batch.size)
+            doc = self.running[-1]
+            self._put(batch, doc if doc.linked else doc.head, budget - batch.size)
         return outputs
 
     @staticmethod
@@ -90,20 +102,40 @@ class Scheduler:
             return False
         if doc.order - self.oldest >= self.limits.reorder_window:
             return False
+        key = doc.prompt.head if self.share_preamble else ()  # hpd-static shares nothing
+        head = self.heads.get(key)
+        new_head = head is None and len(key) > 0 and self._waiting_heads[key] > 1  # it counts itself
+        seqs = 1 + new_head  # needed now
+        cells = len(doc.pending) - (head.cells if head else 0)  # its own segment (and a new head)
         promised = sum(len(d.branches) - d.started for d in self.running)
-        if self.running and self.kv.free_seqs - promised < 1 + len(doc.branches):
+        if self.running and self.kv.free_seqs - promised < seqs + len(doc.branches):
             return False
         branch_cells = sum(b.cells for b in doc.branches)
-        if self.running and len(doc.pending) + branch_cells > self.kv.free_cells - self._promised_cells():
+        if self.running and cells + branch_cells > self.kv.free_cells - self._promised_cells():
             return False
-        if self.kv.free_seqs == 0 or len(doc.pending) > self.kv.free_cells:
+        if self.kv.free_seqs < seqs or cells > self.kv.free_cells:
             return False
         self.waiting.popleft()
+        self._waiting_heads[doc.prompt.head] -= 1
         share = self.share_preamble and doc.pos > 0
+        if new_head:  # another waiting document asks the same of the same category
+            head = self.heads[key] = SharedHead(pos=doc.pos, pending=list(key), key=key)
+            self.heads_made += 1
+            head.seq = self.kv.open(head.cells, source=PREAMBLE_SEQ if share else None, upto=head.pos)
+        if head:
+            doc.share(head)
         doc.cells = len(doc.pending)
-        doc.seq = self.kv.open(doc.cells, source=PREAMBLE_SEQ if share else None, upto=doc.pos)
+        doc.seq = self.kv.open(doc.cells, source=PREAMBLE_SEQ if share and not head else None, upto=doc.pos)
         self.running.append(doc)
+        self._link_heads()
         return True
+
+    def _link_heads(self) -> None:
+        """Copy each shared head, once decoded, into the documents waiting for it."""
+        for doc in self.running:
+            if not doc.linked and doc.head.decoded:
+                self.kv.copy(doc.head.seq, doc.seq, doc.pos)
+                doc.linked = True
 
     def _promised_cells(self) -> int:
         return sum(b.cells for d in self.running for b in d.unstarted())
@@ -118,6 +150,12 @@ class Scheduler:
             return None
         self.kv.release_cells(doc.cells)
         self.running.remove(doc)
+        head = doc.head
+        if head is not None:
+            head.users -= 1
+            if head.users == 0 and not (self.waiting and self.waiting[0].prompt.head == head.key):
+                self.kv.close(head.seq, head.cells)
+                del self.heads[head.key]
         return doc
 
     def mark_emitted(self, order: int) -> None:

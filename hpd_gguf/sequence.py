@@ -1,4 +1,5 @@
-"""State of one document and of its branches (one branch per attribute)."""
+"""State of one document, of its branches (one branch per attribute), and of the heads that
+documents of one category share."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -95,6 +96,20 @@ class Branch(Sequence):
 
 
 @dataclass
+class SharedHead(Sequence):
+    """The head of a document segment (category and attribute names), decoded once for all
+    resident documents that share it; each copies its cells and goes on from there."""
+
+    key: tuple[int, ...] = ()
+    users: int = 0  # documents admitted with it and not yet done
+    decoded: bool = False  # all its tokens went through an earlier decode: its cells exist
+
+    @property
+    def cells(self) -> int:
+        return len(self.key)
+
+
+@dataclass
 class DocumentState(Sequence):
     """A document in flight: its prompt, its branches, and the order it came in."""
 
@@ -106,6 +121,8 @@ class DocumentState(Sequence):
     cells: int = 0  # KV cells of its own segment
     started: int = 0  # branches given a sequence so far
     finished: int = 0
+    head: SharedHead | None = None  # shared with other documents, when it is
+    linked: bool = True  # False until the shared head's cells are copied in
 
     @classmethod
     def create(cls, task: Task, prompt: DocumentPrompt, stops: Stops, order: int,
@@ -119,9 +136,16 @@ class DocumentState(Sequence):
                         for i, (suffix, a) in enumerate(zip(prompt.suffixes, task.attributes))]
         return doc
 
+    def share(self, head: SharedHead) -> None:
+        """Take the shared head instead of decoding those tokens itself."""
+        self.head, self.linked = head, False
+        del self.pending[: head.cells]
+        self.pos += head.cells
+        head.users += 1
+
     @property
     def prefilled(self) -> bool:
-        return not self.pending
+        return self.linked and not self.pending
 
     @property
     def done(self) -> bool:

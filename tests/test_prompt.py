@@ -61,3 +61,14 @@ def test_plain_layout_for_a_model_without_chat_template(model, monkeypatch):
     task = _task("Crocs Classic Clog, Navy", ["Brand", "Color"])
     prompt = layout.document(task)
     assert prompt.full(1) == layout.whole_prompt_tokens(task, 1)
+
+
+def test_head_is_what_documents_of_one_category_share(model):
+    layout = PromptLayout(model)
+    a, b = (layout.document(_task(text)) for text in TRICKY_TEXTS[:2])
+    assert a.head == b.head and a.shared < a.head_end < len(a.tokens)
+    text = b"".join(model.pieces[t] for t in a.head).decode()
+    assert "Things" in text and "Brand" in text and "Adidas" not in text
+    other = layout.document(_task(TRICKY_TEXTS[0], category="Other"))
+    fewer = layout.document(_task(TRICKY_TEXTS[0], TRICKY_ATTRIBUTES[:2]))
+    assert len({a.head, other.head, fewer.head}) == 3

@@ -1,6 +1,7 @@
 """Continuous scheduling on the real tiny model: admission order, rounds, chunked prefill,
-the shared preamble."""
+the shared preamble and the shared heads of one category's documents."""
 import random
+from collections import Counter
 
 from hpd_gguf.engine import Extractor
 from hpd_gguf.prompt import PromptLayout
@@ -42,17 +43,64 @@ def test_budget_smaller_than_one_prefill_is_chunked(model, extract, products, se
     assert extractor.stats.tokens / extractor.stats.decode_calls <= budget
 
 
+def _prompt_tokens(extractor, documents) -> int:
+    """Prompt tokens the run decoded: every decoded token but the values fed back (each of
+    which, like the last suffix token of each branch, has logits)."""
+    branches = sum(len(d["attributes"]) for d in documents)
+    return extractor.stats.tokens - (extractor.stats.outputs - branches)
+
+
+def _expected_prompt_tokens(layout, prompts, decoded_heads) -> int:
+    """The preamble once, the shared heads as often as they are made, then each document's own
+    segment and suffixes."""
+    return len(layout.preamble) + sum(map(len, decoded_heads)) + sum(
+        len(p.tokens) - (p.head_end if p.head in decoded_heads else p.shared) + sum(map(len, p.suffixes))
+        for p in prompts)
+
+
 def test_preamble_is_decoded_once(model, products):
-    """With one-token values nothing generated is fed back, so every decoded token is counted:
-    the preamble once, then each document's own segment and each branch's suffix."""
-    extractor = Extractor(model, mode="hpd", max_value_tokens=1)
+    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
     list(extractor.extract(products))
     layout = extractor.layout
     prompts = [layout.document(make_task(Document(**p), None)) for p in products]
-    expected = len(layout.preamble) + sum(len(p.tokens) - p.shared + sum(map(len, p.suffixes)) for p in prompts)
-    assert extractor.stats.tokens == expected
+    repeated = {head for head, n in Counter(p.head for p in prompts).items() if n > 1}
+    assert len(repeated) == 1  # t08 and t09 ask the same of Coffee
+    assert _prompt_tokens(extractor, products) == _expected_prompt_tokens(layout, prompts, list(repeated))
     assert all(p.shared >= len(layout.preamble) - 1 for p in prompts)
 
-    static = Extractor(model, mode="hpd-static", max_value_tokens=1)
+    static = Extractor(model, mode="hpd-static", max_value_tokens=MAX_VALUE_TOKENS)
     list(static.extract(products))
-    assert static.stats.tokens - extractor.stats.tokens == sum(p.shared for p in prompts) - len(layout.preamble)
+    assert _prompt_tokens(static, products) == sum(len(p.tokens) + sum(map(len, p.suffixes)) for p in prompts)
+
+
+def _same_asks(products, categories):
+    """The products' texts, each asked one fixed list per category, categories in turn."""
+    asks = {"Shoes": ["Brand", "Gender", "Color", "Size"], "Vitamins": ["Brand", "Flavor", "Count"]}
+    return [{"id": f"s{i}", "text": p["text"], "category": c, "attributes": asks[c]}
+            for i, (p, c) in enumerate(zip(products, categories))]
+
+
+def test_documents_of_one_category_decode_their_head_once(model, products):
+    documents = _same_asks(products[:8], ["Shoes", "Vitamins"] * 4)  # interleaved
+    sequential = trace(Extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), documents)
+    reference = ({r.id: r.values for r in sequential[0]}, sequential[1])
+    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
+    results, steps = trace(extractor, documents)
+    assert_matches_sequential(results, steps, reference)
+    layout = extractor.layout
+    prompts = [layout.document(make_task(Document(**d), None)) for d in documents]
+    heads = {p.head for p in prompts}
+    assert len(heads) == 2 and all(len(h) >= 10 for h in heads)
+    assert _prompt_tokens(extractor, documents) == _expected_prompt_tokens(layout, prompts, list(heads))
+
+    # heads chunked across steps, released when their category moves on and made again,
+    # with few sequence ids: the same answers, nothing left behind to block later documents
+    runs = _same_asks(products[:12], ["Shoes"] * 3 + ["Vitamins"] * 3 + ["Shoes"] * 3 + ["Vitamins"] * 3)
+    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, max_resident=2,
+                          batch_tokens=8, n_seq_max=6)
+    results, steps = trace(extractor, runs)
+    assert [r.id for r in results] == [d["id"] for d in runs]
+    prompts = [layout.document(make_task(Document(**d), None)) for d in runs]
+    assert _prompt_tokens(extractor, runs) == _expected_prompt_tokens(layout, prompts, list(heads) * 2)
+    sequential = trace(Extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), runs)
+    assert_matches_sequential(results, steps, ({r.id: r.values for r in sequential[0]}, sequential[1]), floor=0.75)
