@@ -47,6 +47,7 @@ class Report:
     runs: list[ModeRun] = field(default_factory=list)
     scaling: list[dict] = field(default_factory=list)
     sweep: list[dict] = field(default_factory=list)
+    failed: str | None = None  # a later part that failed; the figures before it stand
 
     def as_dict(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "runs"},
@@ -151,6 +152,8 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
               gold: bool = False, scaling: bool = False, sweep: bool = False, log=print,
               **settings) -> Report:
     records = load_jsonl(docs_path)[:limit]
+    if scaling:
+        scaling_names(records, max(SCALING_WIDTHS))  # fail now, not after the modes have run
     tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "category", "attributes")
                                                 if k in r}), None) for r in records]
     model = Model(model_path, settings.get("n_gpu_layers", 0))
@@ -173,10 +176,15 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
         for run in report.runs:
             run.same_as_sequential = sum(
                 a.values.get(k) == v for a, b in zip(outputs[run.mode], reference) for k, v in b.values.items())
-    if scaling:
-        report.scaling = run_scaling(model, records, prefill, log, output_cost=output_cost, **settings)
-    if sweep:
-        report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **settings)
+    stage = "scaling table"
+    try:
+        if scaling:
+            report.scaling = run_scaling(model, records, prefill, log, output_cost=output_cost, **settings)
+        stage = "settings sweep"
+        if sweep:
+            report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **settings)
+    except Exception as error:  # the modes' figures, which took longest, stay in the report
+        report.failed = f"{stage}: {error!r}"
     return report
 
 
@@ -202,19 +210,30 @@ MORE_ATTRIBUTES = ("Weight", "Width", "Height", "Length", "Depth", "Warranty", "
                    "Certification", "Model year", "Quantity", "Unit count", "Product type",
                    "Texture", "Fit", "Collection", "Series", "Edition", "Manufacturer", "Target audience",
                    "Use", "Room", "Surface", "Temperature", "Sweetener", "Fat content", "Sugar content",
-                   "Protein", "Calories", "Shelf life", "Storage", "Packaging", "Assembly")
+                   "Protein", "Calories", "Shelf life", "Storage", "Packaging", "Assembly",
+                   "Language", "Format", "Scent", "Diet type", "Skin type", "Hair type", "Battery",
+                   "Display", "Resolution", "Storage capacity", "Operating system", "Wattage",
+                   "Number of pieces", "Age range", "Care instructions")
+SCALING_WIDTHS = (5, 20, 60)  # MORE_ATTRIBUTES alone has enough names for the widest
 
 
-def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
-                sizes=(16, 64, 256), widths=(5, 20, 60), output_cost: float = 0.0, **settings) -> list[dict]:
-    """hpd over documents x attributes per document; attributes beyond a document's own come
-    from the other categories' lists, then from a list of common product attributes."""
+def scaling_names(records: list[dict], width: int) -> list[str]:
+    """Attribute names to widen documents with: the categories' lists, then common product
+    attributes."""
     names: list[str] = []
     for r in records:
         names += [a for a in r["attributes"] if a not in names]
     names += [a for a in MORE_ATTRIBUTES if a not in names]
-    if len(names) < max(widths):
-        raise ValueError(f"only {len(names)} attribute names for a width of {max(widths)}")
+    if len(names) < width:
+        raise ValueError(f"only {len(names)} attribute names for a width of {width}")
+    return names
+
+
+def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
+                sizes=(16, 64, 256), widths=SCALING_WIDTHS, output_cost: float = 0.0, **settings) -> list[dict]:
+    """hpd over documents x attributes per document; attributes beyond a document's own come
+    from scaling_names."""
+    names = scaling_names(records, max(widths))
     rows = []
     for width in widths:
         for size in sizes:

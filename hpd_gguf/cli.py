@@ -229,6 +229,8 @@ def bench(model, docs, limit, modes, gold, json_out, scaling, sweep, **settings)
     click.echo(report.table())
     if json_out:
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2))
+    if report.failed:
+        _fail(f"bench stopped in the {report.failed} (the figures above stand)")
 
 
 @main.command("eval")

@@ -117,6 +117,8 @@ class Scheduler:
             return False
         self.waiting.popleft()
         self._waiting_heads[doc.prompt.head] -= 1
+        if not self._waiting_heads[doc.prompt.head]:
+            del self._waiting_heads[doc.prompt.head]  # or a long input piles up keys
         share = self.share_preamble and doc.pos > 0
         if new_head:  # another waiting document asks the same of the same category
             head = self.heads[key] = SharedHead(pos=doc.pos, pending=list(key), key=key)

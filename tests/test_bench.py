@@ -2,7 +2,10 @@
 import json
 from pathlib import Path
 
-from hpd_gguf.bench import Report, run_scaling, run_sweep
+import pytest
+
+from hpd_gguf import bench
+from hpd_gguf.bench import Report, run_bench, run_scaling, run_sweep, scaling_names
 from hpd_gguf.schema import Document, make_task
 
 DATA = Path(__file__).parent / "data"
@@ -21,3 +24,22 @@ def test_scaling_table_and_sweep_cover_their_grids(model):
     assert [(r["batch_tokens"], r["max_resident"]) for r in sweep] == [(64, 1), (64, 3), (128, 1), (128, 3)]
     table = Report("m", 3, 2, 100.0, scaling=rows, sweep=sweep).table()
     assert "hpd scaling" in table and "<- fastest" in table
+
+
+def test_scaling_names_reach_the_widest_width_from_any_one_category():
+    assert len(scaling_names([{"attributes": ["Brand"]}], 60)) >= 60
+    with pytest.raises(ValueError, match="attribute names for a width of 100"):
+        scaling_names([{"attributes": ["Brand"]}], 100)
+
+
+def test_a_failing_later_part_keeps_the_modes_figures(model_path, monkeypatch, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join((DATA / "products20.jsonl").read_text().splitlines(keepends=True)[:2]))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of cells")
+
+    monkeypatch.setattr(bench, "run_sweep", broken)
+    report = run_bench(model_path, str(docs), ["hpd"], sweep=True, log=lambda m: None, max_value_tokens=3)
+    assert [r.mode for r in report.runs] == ["hpd"] and report.runs[0].seconds > 0
+    assert report.failed == "settings sweep: RuntimeError('out of cells')"
