@@ -102,5 +102,6 @@ def test_documents_of_one_category_decode_their_head_once(model, products):
     assert [r.id for r in results] == [d["id"] for d in runs]
     prompts = [layout.document(make_task(Document(**d), None)) for d in runs]
     assert _prompt_tokens(extractor, runs) == _expected_prompt_tokens(layout, prompts, list(heads) * 2)
+    assert extractor.stats.shared_heads == 4
     sequential = trace(Extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), runs)
     assert_matches_sequential(results, steps, ({r.id: r.values for r in sequential[0]}, sequential[1]), floor=0.75)
