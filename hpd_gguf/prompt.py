@@ -19,7 +19,7 @@ import json
 import re
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -77,7 +77,7 @@ class DocumentPrompt:
     suffixes: list[list[int]]  # per attribute, in the task's order
     head_end: int = 0  # leading tokens that depend on no more than the category and attribute names
 
-    @property
+    @cached_property
     def head(self) -> tuple[int, ...]:
         """The head of the document segment: equal for documents of one category and list."""
         return tuple(self.tokens[self.shared: self.head_end])
@@ -194,11 +194,9 @@ class PromptLayout:
         tokens = head + self.model.tokenize(tail)
         shared = common_prefix(self.preamble, tokens)
         head_end = common_prefix(self._tokens(pieces[:text]), tokens)
-        if not suffixes:
-            return DocumentPrompt(tokens, shared, [], max(shared, min(head_end, len(tokens) - 1)))
-        full = [head + self.model.tokenize(tail + self.suffix_text(name)) for name in task.names]
-        split = min(common_prefix(tokens, f) for f in full)
-        split = max(split, shared)
+        names = task.names if suffixes else []
+        full = [head + self.model.tokenize(tail + self.suffix_text(name)) for name in names]
+        split = max(shared, min((common_prefix(tokens, f) for f in full), default=len(tokens)))
         head_end = max(shared, min(head_end, split - 1))  # the document keeps a token of its own
         return DocumentPrompt(tokens[:split], shared, [f[split:] for f in full], head_end)
 
