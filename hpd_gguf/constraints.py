@@ -21,7 +21,7 @@ import numpy as np
 
 from .schema import NULL_TEXT
 
-NULL_ANSWERS = (NULL_TEXT.lower().encode(), b"n/a")  # null answers a constrained value may take
+NULL_ANSWERS = (NULL_TEXT.lower().encode(), b"n/a")  # the null answers a constrained value may take (bytes)
 TOP_K = 16
 VETO = -2  # token code: the value is null (-1 ends it as it is)
 _NUMBER = re.compile(rb"\d[\d.,/]*(?:-\d[\d.,/]*)?(?: ?[a-z]+\.?(?: [a-z]+\.?)?)?")

@@ -33,6 +33,7 @@ class Scheduler:
         self.running: list[DocumentState] = []
         self.heads: dict[tuple[int, ...], SharedHead] = {}  # resident shared heads by tokens
         self._waiting_heads: Counter = Counter()
+        self._unlinked: list[DocumentState] = []  # admitted, waiting for their head's cells
         self.heads_made = 0
         self.oldest = 0  # order of the oldest unfinished document
 
@@ -126,6 +127,7 @@ class Scheduler:
             head.seq = self.kv.open(head.cells, source=PREAMBLE_SEQ if share else None, upto=head.pos)
         if head:
             doc.share(head)
+            self._unlinked.append(doc)
         doc.cells = len(doc.pending)
         doc.seq = self.kv.open(doc.cells, source=PREAMBLE_SEQ if share and not head else None, upto=doc.pos)
         self.running.append(doc)
@@ -134,10 +136,10 @@ class Scheduler:
 
     def _link_heads(self) -> None:
         """Copy each shared head, once decoded, into the documents waiting for it."""
-        for doc in self.running:
-            if not doc.linked and doc.head.decoded:
-                self.kv.copy(doc.head.seq, doc.seq, doc.pos)
-                doc.linked = True
+        for doc in [d for d in self._unlinked if d.head.decoded]:
+            self.kv.copy(doc.head.seq, doc.seq, doc.pos)
+            doc.linked = True
+            self._unlinked.remove(doc)
 
     def _promised_cells(self) -> int:
         return sum(b.cells for d in self.running for b in d.unstarted())

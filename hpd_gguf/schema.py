@@ -178,14 +178,14 @@ class Result(BaseModel):
 
 
 NULL_TEXT = "None"  # what the prompts ask for when the text does not state an attribute (one token in Qwen)
-NULL_ANSWERS = re.compile(rf"^({re.escape(NULL_TEXT)}|n/?a|null|not (stated|specified|mentioned|given|available)"
+NULL_PATTERN = re.compile(rf"^({re.escape(NULL_TEXT)}|n/?a|null|not (stated|specified|mentioned|given|available)"
                           r"|unknown|-+)?$", re.IGNORECASE)  # answers that mean null
 
 
 def clean_value(raw: str) -> str | None:
     """A generated answer as a value: trimmed; empty and "n/a"-like answers are null."""
     value = raw.strip().strip('"').strip()
-    return None if NULL_ANSWERS.match(value) else value
+    return None if NULL_PATTERN.match(value) else value
 
 
 def make_task(document: Document, schema: Schema | None) -> Task:
