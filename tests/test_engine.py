@@ -1,5 +1,7 @@
-"""The engine on the real tiny model: equivalence with sequential decoding, isolation, modes."""
+"""The engine on the real tiny model (and gemma-3-270m, for sliding-window attention): equivalence
+with sequential decoding, isolation, modes."""
 import numpy as np
+import pytest
 
 from hpd_gguf.engine import Extractor
 from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, parting_is_a_near_tie, trace
@@ -117,3 +119,29 @@ def test_a_null_first_token_ends_the_value(model, products):
     feeding.stops.null_answer = None
     list(feeding.extract(documents))
     assert feeding.stats.tokens - extractor.stats.tokens >= len(ended) // 2  # batch shapes flip a few near-ties
+
+
+@pytest.mark.filterwarnings("ignore:gemma-3-270m-q4_k_m.gguf has no chat template")  # a base model
+def test_a_sliding_window_model_past_its_window(products):
+    """gemma-3-270m attends over the last 512 positions in five of its six layers (llama.cpp's
+    sliding-window cache). Documents longer than that, stacked with others, decode in hpd as they
+    do alone: first-token logits agree within this model's kernel rounding (its own naive and
+    sequential runs part by up to ~3% of the logit range), where a wrong window would not."""
+    from hpd_gguf import models
+    from hpd_gguf.llama import Model
+
+    gemma = Model(models.resolve("gemma-3-270m", log=print))  # pulled when missing
+    window = int(gemma.metadata("gemma3.attention.sliding_window"))
+    documents = [{"id": f"long{i}", "text": " ".join(p["text"] for p in products[i:]) * repeat
+                  + " Made by Zanzibar, in teal.", "attributes": ["Brand", "Color", "Size"]}
+                 for i, repeat in ((0, 1), (2, 2))]
+    hpd = Extractor(gemma, mode="hpd", max_value_tokens=1)
+    assert all(len(hpd.layout.document(hpd.task(d)).tokens) > window + 64 for d in documents)
+    stacked = _first_value_logits(hpd, documents + products[:3])
+    alone = _first_value_logits(Extractor(gemma, mode="sequential", max_value_tokens=1), documents)
+    assert len(alone) == 6
+    for key, reference in alone.items():
+        spread = reference.max() - reference.min()
+        assert np.abs(stacked[key] - reference).max() < 0.06 * spread, key
+        best = np.sort(reference)[-2:]
+        assert stacked[key].argmax() == reference.argmax() or best[1] - best[0] < 0.06 * spread, key
