@@ -10,7 +10,8 @@ WHEELS=${HPD_GGUF_WHEELS:-$HOME/.cache/hpd-gguf/wheels}
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 # llama-cpp-python is built from source once and kept in a wheelhouse. On CPUs with AMX the
-# build leaves AMX out: ggml's AMX kernels crash on machines that report AMX but do not enable it.
+# build leaves AMX out: ggml's AMX matrix multiply segfaults at the first decode of a Q4_K_M
+# model (llama.cpp issue 20824; seen here on a CPU whose AMX tiles work, BENCHMARKS.md).
 wheel=$(ls "$WHEELS"/llama_cpp_python-$LLAMA_VERSION-*.whl 2>/dev/null | head -n1 || true)
 if [ -z "$wheel" ]; then
     echo "building llama-cpp-python $LLAMA_VERSION (a few minutes, once)" >&2
