@@ -44,6 +44,7 @@ class Report:
     threads: int
     prefill_tokens_per_second: float
     output_cost: float = 0.0  # what logits add to a token, in tokens
+    prefill_after: float | None = None  # measured again after the runs: how much the machine drifted
     runs: list[ModeRun] = field(default_factory=list)
     scaling: list[dict] = field(default_factory=list)
     sweep: list[dict] = field(default_factory=list)
@@ -57,7 +58,8 @@ class Report:
     def table(self) -> str:
         by_mode = {r.mode: r for r in self.runs}
         lines = [f"model {self.model}, {self.documents} documents, {self.threads} threads, "
-                 f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch); "
+                 f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch"
+                 + (f", before the runs; {self.prefill_after:.0f} after them" if self.prefill_after else "") + "); "
                  f"a token with logits costs {1 + self.output_cost:.2f} tokens",
                  f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'busy':>6}{'decodes':>9}"
                  f"{'hpd speedup':>13}{'= sequential':>20}{'F1':>8}"
@@ -183,6 +185,8 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
         stage = "settings sweep"
         if sweep:
             report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **settings)
+        stage = "prefill measured again"
+        report.prefill_after, _ = measure_prefill(model, probe, settings.get("batch_tokens", 512), threads)
     except Exception as error:  # the modes' figures, which took longest, stay in the report
         report.failed = f"{stage}: {error!r}"
     return report

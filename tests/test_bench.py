@@ -43,3 +43,9 @@ def test_a_failing_later_part_keeps_the_modes_figures(model_path, monkeypatch, t
     report = run_bench(model_path, str(docs), ["hpd"], sweep=True, log=lambda m: None, max_value_tokens=3)
     assert [r.mode for r in report.runs] == ["hpd"] and report.runs[0].seconds > 0
     assert report.failed == "settings sweep: RuntimeError('out of cells')"
+
+
+def test_prefill_is_measured_before_and_after_the_runs(model_path):
+    report = run_bench(model_path, str(DATA / "products20.jsonl"), [], limit=2, log=lambda m: None)
+    assert report.prefill_tokens_per_second > 0 and report.prefill_after > 0 and not report.failed
+    assert f"{report.prefill_after:.0f} after them" in report.table()
