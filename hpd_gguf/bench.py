@@ -57,9 +57,9 @@ class Report:
 
     def table(self) -> str:
         by_mode = {r.mode: r for r in self.runs}
+        after = f", before the runs; {self.prefill_after:.0f} after them" if self.prefill_after else ""
         lines = [f"model {self.model}, {self.documents} documents, {self.threads} threads, "
-                 f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch"
-                 + (f", before the runs; {self.prefill_after:.0f} after them" if self.prefill_after else "") + "); "
+                 f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch{after}); "
                  f"a token with logits costs {1 + self.output_cost:.2f} tokens",
                  f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'busy':>6}{'decodes':>9}"
                  f"{'hpd speedup':>13}{'= sequential':>20}{'F1':>8}"
@@ -161,7 +161,8 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
     model = Model(model_path, settings.get("n_gpu_layers", 0))
     threads = settings.get("threads") or physical_cores()
     probe = Extractor(model, mode="hpd", **settings).layout.document(tasks[0]).tokens
-    prefill, output_cost = measure_prefill(model, probe, settings.get("batch_tokens", 512), threads)
+    batch_tokens = settings.get("batch_tokens", 512)
+    prefill, output_cost = measure_prefill(model, probe, batch_tokens, threads)
     report = Report(model_path.name, len(tasks), threads, prefill, output_cost)
     outputs: dict[str, list[Result]] = {}
     for mode in modes:
@@ -186,7 +187,7 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
         if sweep:
             report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **settings)
         stage = "prefill measured again"
-        report.prefill_after, _ = measure_prefill(model, probe, settings.get("batch_tokens", 512), threads)
+        report.prefill_after, _ = measure_prefill(model, probe, batch_tokens, threads)
     except Exception as error:  # the modes' figures, which took longest, stay in the report
         report.failed = f"{stage}: {error!r}"
     return report
