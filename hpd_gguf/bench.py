@@ -96,9 +96,10 @@ class Report:
         return _busy(run, self.prefill_tokens_per_second, self.output_cost)
 
 
-def measure_prefill(model: Model, tokens: list[int], batch_tokens: int, threads: int) -> tuple[float, float]:
+def measure_prefill(model: Model, tokens: list[int], batch_tokens: int, threads: int,
+                    output_cost: bool = True) -> tuple[float, float]:
     """Tokens per second of one full batch of prompt tokens, and what logits add to a token,
-    in tokens (the same batch with logits for every token); best of three each."""
+    in tokens (the same batch with logits for every token; 0 when not asked); best of three each."""
     context = Context(model, batch_tokens * 2, batch_tokens, 1, threads)
     batch = Batch(batch_tokens)
     chunk = (tokens * (batch_tokens // max(1, len(tokens)) + 1))[:batch_tokens]
@@ -118,7 +119,8 @@ def measure_prefill(model: Model, tokens: list[int], batch_tokens: int, threads:
             best = min(best, time.perf_counter() - start)
         return best
 
-    plain, with_logits = fastest(False), fastest(True)
+    plain = fastest(False)
+    with_logits = fastest(True) if output_cost else plain
     context.close()
     return batch_tokens / plain, max(0.0, with_logits - plain) / plain
 
@@ -187,7 +189,7 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
         if sweep:
             report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **settings)
         stage = "prefill measured again"
-        report.prefill_after, _ = measure_prefill(model, probe, batch_tokens, threads)
+        report.prefill_after, _ = measure_prefill(model, probe, batch_tokens, threads, output_cost=False)
     except Exception as error:  # the modes' figures, which took longest, stay in the report
         report.failed = f"{stage}: {error!r}"
     return report

@@ -49,3 +49,10 @@ def test_prefill_is_measured_before_and_after_the_runs(model_path):
     report = run_bench(model_path, str(DATA / "products20.jsonl"), [], limit=2, log=lambda m: None)
     assert report.prefill_tokens_per_second > 0 and report.prefill_after > 0 and not report.failed
     assert f"{report.prefill_after:.0f} after them" in report.table()
+
+
+def test_prefill_measures_the_cost_of_logits_only_when_asked(model):
+    tokens = list(range(100, 140))
+    rate, cost = bench.measure_prefill(model, tokens, 64, 2)
+    rate_again, no_cost = bench.measure_prefill(model, tokens, 64, 2, output_cost=False)
+    assert rate > 0 and rate_again > 0 and cost > 0 and no_cost == 0
