@@ -6,8 +6,10 @@
                                       "attributes": ["Brand", "Color"]}]):
         print(result.values)
 """
-from .engine import MODES, Extractor, Settings
+from .extractor import Extractor
+from .jobs import Job, JobCancelled, Progress, QueueFull
 from .schema import Attribute, Document, InputError, Result, Schema, Task
+from .settings import MODES, Settings
 
-__all__ = ["Extractor", "Settings", "MODES", "Attribute", "Document", "InputError", "Result",
-           "Schema", "Task"]
+__all__ = ["Extractor", "Settings", "MODES", "Job", "JobCancelled", "Progress", "QueueFull", "Attribute",
+           "Document", "InputError", "Result", "Schema", "Task"]

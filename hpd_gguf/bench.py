@@ -6,10 +6,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .engine import Extractor
+from .extractor import Extractor
 from .evaluate import score
 from .jsonl import load_jsonl
-from .llama import Batch, Context, Model, physical_cores
+from .llama import Batch, Context, Model, offloaded_layers, physical_cores, system_info
 from .schema import Document, Result, Task, make_task
 
 
@@ -37,6 +37,25 @@ class ModeRun:
         return self.tokens / self.seconds
 
 
+def interleave(records: list[dict]) -> list[dict]:
+    """Categories in turn (the first of each, then the second, ...), as a catalog in input order
+    mixes them; a prefix of a file grouped by category is one category."""
+    by_category: dict[str, list[dict]] = {}
+    for record in records:
+        by_category.setdefault(record.get("category") or "", []).append(record)
+    queues = list(by_category.values())
+    return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+
+
+def machine() -> str:
+    """The CPU's name and the SIMD kernels this llama.cpp build uses."""
+    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    kernels = [part.split("=")[0].strip() for part in system_info().split("|")
+               if part.strip().endswith("= 1") and any(k in part for k in ("AVX", "AMX", "NEON", "SVE"))]
+    return f"{name} ({' '.join(kernels) or 'no SIMD kernels'})"
+
+
 @dataclass
 class Report:
     model: str
@@ -49,6 +68,8 @@ class Report:
     scaling: list[dict] = field(default_factory=list)
     sweep: list[dict] = field(default_factory=list)
     failed: str | None = None  # a later part that failed; the figures before it stand
+    machine: str = ""
+    categories: int = 0
 
     def as_dict(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "runs"},
@@ -58,7 +79,8 @@ class Report:
     def table(self) -> str:
         by_mode = {r.mode: r for r in self.runs}
         after = f", before the runs; {self.prefill_after:.0f} after them" if self.prefill_after else ""
-        lines = [f"model {self.model}, {self.documents} documents, {self.threads} threads, "
+        lines = [f"{self.machine}; model {self.model}, {self.documents} documents of {self.categories} "
+                 f"categories, {self.threads} threads, "
                  f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch{after}); "
                  f"a token with logits costs {1 + self.output_cost:.2f} tokens",
                  f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'busy':>6}{'decodes':>9}"
@@ -154,18 +176,20 @@ def run_mode(model: Model, tasks: list[Task], mode: str, **settings) -> tuple[Mo
 
 def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | None = None,
               gold: bool = False, scaling: bool = False, sweep: bool = False, log=print,
-              **settings) -> Report:
-    records = load_jsonl(docs_path)[:limit]
+              interleaved: bool = False, **settings) -> Report:
+    records = load_jsonl(docs_path)
+    records = (interleave(records) if interleaved else records)[:limit]
     if scaling:
         scaling_names(records, max(SCALING_WIDTHS))  # fail now, not after the modes have run
     tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "category", "attributes")
                                                 if k in r}), None) for r in records]
-    model = Model(model_path, settings.get("n_gpu_layers", 0))
+    model = Model(model_path, offloaded_layers(settings.get("n_gpu_layers", -1)))
     threads = settings.get("threads") or physical_cores()
     probe = Extractor(model, mode="hpd", **settings).layout.document(tasks[0]).tokens
     batch_tokens = settings.get("batch_tokens", 512)
     prefill, output_cost = measure_prefill(model, probe, batch_tokens, threads)
-    report = Report(model_path.name, len(tasks), threads, prefill, output_cost)
+    report = Report(model_path.name, len(tasks), threads, prefill, output_cost, machine=machine(),
+                    categories=len({r.get("category") for r in records}))
     outputs: dict[str, list[Result]] = {}
     for mode in modes:
         log(f"bench: {mode} on {len(tasks)} documents ...")

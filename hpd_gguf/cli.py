@@ -9,18 +9,20 @@ import warnings
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from . import models
-from .engine import MODES, Extractor
-from .jsonl import Rejected, ResultWriter, read_tasks
-from .llama import LlamaError
+from .extractor import Extractor
+from .jsonl import Rejected, ResultWriter, input_files, read_tasks
+from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
+from .settings import MODES, Settings, cli_fields
 
 EXIT_REJECTED = 2
 
 
 def _say(message: str) -> None:
-    click.echo(message, err=True)
+    tqdm.write(message, file=sys.stderr)  # above a progress bar, if one is shown
 
 
 def _fail(message: str, code: int = 1):
@@ -56,25 +58,17 @@ def _extractor(model: str, schema: Schema | None, **settings) -> Extractor:
         _fail(str(error))
 
 
-model_options = [
-    click.option("--max-value-tokens", default=24, show_default=True, help="Tokens per value at most."),
-    click.option("--threads", type=int, default=None, help="CPU threads [default: physical cores]."),
-    click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="Layers offloaded to a GPU."),
-    click.option("--batch-tokens", default=512, show_default=True, help="Tokens per llama_decode (n_batch)."),
-    click.option("--ubatch-tokens", default=512, show_default=True,
-                 help="Tokens per compute graph (n_ubatch); small values make every mode use the same kernels."),
-    click.option("--max-resident", default=64, show_default=True, help="Documents in flight at once (hpd)."),
-    click.option("--n-ctx", type=int, default=0, help="KV cells [default: sized from the work]."),
-    click.option("--constraint", type=click.Choice(["span", "number"]), default=None,
-                 help="Constraint for attributes whose schema names none."),
-    click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-                 help="Values less confident than this become null (not in json mode)."),
-]
+_OPTION_TYPES = {"threads": int, "constraint": click.Choice(["span", "number"]),
+                 "min_confidence": click.FloatRange(0, 1)}
 
 
 def with_model_options(function):
-    for option in reversed(model_options):
-        function = option(function)
+    """The settings' options, with Settings' defaults and help."""
+    for f in reversed(cli_fields()):
+        help_text = f.metadata["help"]
+        function = click.option("--" + f.name.replace("_", "-"), type=_OPTION_TYPES.get(f.name, type(f.default)),
+                                default=f.default, show_default="[default:" not in help_text,
+                                help=help_text)(function)
     return function
 
 
@@ -95,32 +89,42 @@ class _Stop:
 
 @main.command()
 @click.argument("model")
-@click.argument("docs", type=click.Path(dir_okay=False))
+@click.argument("docs")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output JSONL [default: stdout].")
-@click.option("--mode", type=click.Choice(MODES), default="hpd", show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default=Settings.mode, show_default=True)
 @click.option("--attributes", help='Attributes for every document, e.g. "Brand,Color".')
 @click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad input line.")
 @click.option("--resume", is_flag=True, help="Keep the output's complete lines and skip their ids.")
 @click.option("--truncate", is_flag=True, help="Cut documents longer than the context (with a warning).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[auto|ADDRESS]",
+              help="Extract on a Ray cluster: auto (the running one, else a local one) or its address.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Ray actors [default: cores / threads].")
+@click.option("--threads-per-worker", type=click.IntRange(1), default=1, show_default=True,
+              help="Threads of each Ray actor (Ray sets OMP_NUM_THREADS=1, so they are passed explicitly).")
 @with_model_options
-def run(model, docs, output, mode, attributes, schema, strict, resume, truncate, **settings):
-    """Extract attribute values from DOCS (JSONL) with MODEL (a .gguf path or a known name)."""
+def run(model, docs, output, mode, attributes, schema, strict, resume, truncate, ray_address, workers,
+        threads_per_worker, **settings):
+    """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
+    JSONL file, a glob or a directory of them (Parquet too)."""
     try:
         schema_ = _load_schema(schema, attributes)
+        files = input_files(docs)
     except InputError as error:
         _fail(str(error))
-    if not Path(docs).is_file():
-        _fail(f"input file not found: {docs}")
     if resume and not output:
         _fail("--resume needs -o OUTPUT")
-    extractor = _extractor(model, schema_, mode=mode, truncate=truncate, **settings)
+    if ray_address:
+        extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,
+                          **settings)
+    else:
+        extract = _extractor(model, schema_, mode=mode, truncate=truncate, **settings).extract
     writer = ResultWriter(output, resume=resume)
     stop = _Stop()
     rejected: list[Rejected] = []
 
     def tasks():
-        for item in read_tasks(docs, schema_, skip_ids=writer.done):
+        for item in read_tasks(files, schema_, skip_ids=writer.done):
             if stop.signal:
                 return
             if isinstance(item, Rejected):
@@ -132,20 +136,20 @@ def run(model, docs, output, mode, attributes, schema, strict, resume, truncate,
             yield item
 
     start, written, errors = time.perf_counter(), 0, 0
-    progress = _Progress()
+    progress = _progress(files, len(writer.done))
     try:
-        for result in extractor.extract(tasks()):
+        for result in extract(tasks()):
             writer.write(result)
             written += 1
             errors += result.error is not None
             if result.error:
                 _say(f"{docs}: document {result.id!r}: {result.error}")
-            progress.update(written, time.perf_counter() - start)
+            progress.update()
     except KeyboardInterrupt:
         stop.signal = stop.signal or signal.SIGINT
     finally:
         writer.close()
-        progress.done()
+        progress.close()
     seconds = time.perf_counter() - start
     _say(f"{written} documents in {seconds:.1f} s ({written / max(seconds, 1e-9):.2f} documents/s), "
          f"{len(rejected)} lines rejected, {errors} documents failed")
@@ -159,22 +163,76 @@ def run(model, docs, output, mode, attributes, schema, strict, resume, truncate,
         sys.exit(EXIT_REJECTED)
 
 
-class _Progress:
-    """A one-line progress report on stderr, when it is a terminal."""
+def _on_ray(model: str, schema: Schema | None, address: str, workers: int | None, threads_per_worker: int,
+            **settings):
+    """extract(tasks) on a Ray cluster: results in input order, as one process gives them."""
+    try:
+        from . import distributed
+    except ImportError as error:
+        _fail(f"--ray needs the ray extra: pip install 'hpd-gguf[ray]' ({error})")
+    settings.pop("threads", None)
+    workers = workers or max(1, physical_cores() // threads_per_worker)
+    try:
+        models.resolve(model, _say) if model in models.KNOWN_MODELS else None  # pulled once here, not per actor
+    except models.ModelError as error:
+        _fail(str(error))
+    distributed.connect(address, workers * threads_per_worker)
+    return lambda tasks: distributed.run(tasks, model, schema, workers, threads_per_worker, **settings)
 
-    def __init__(self):
-        self.active = sys.stderr.isatty()
-        self.last = 0.0
 
-    def update(self, documents: int, seconds: float) -> None:
-        if self.active and seconds - self.last > 0.2:
-            self.last = seconds
-            sys.stderr.write(f"\r{documents} documents, {documents / max(seconds, 1e-9):.2f}/s ")
-            sys.stderr.flush()
+def _count_documents(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
 
-    def done(self) -> None:
-        if self.active and self.last:
-            sys.stderr.write("\n")
+
+def _progress(files: list[Path], already_done: int):
+    """done/total, documents/s and the time left on stderr, when it is a terminal."""
+    interactive = sys.stderr.isatty()
+    total = None
+    if interactive and all(path.suffix != ".parquet" for path in files):
+        total = max(0, sum(_count_documents(path) for path in files) - already_done)
+    return tqdm(total=total, unit="doc", disable=not interactive, dynamic_ncols=True, smoothing=0.05)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option("--api-key", envvar="HPD_GGUF_API_KEY", help="Bearer key callers must send (needed off loopback).")
+@click.option("--mode", type=click.Choice(["hpd", "hpd-static"]), default=Settings.mode, show_default=True)
+@click.option("--attributes", help='Attributes for documents that name none, e.g. "Brand,Color".')
+@click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
+@with_model_options
+def serve(model, host, port, api_key, mode, attributes, schema, **settings):
+    """Serve MODEL over HTTP: POST /v1/extract, GET /health, /v1/models, /metrics."""
+    try:
+        from .server import LOOPBACK, serve as run_server
+    except ImportError as error:
+        _fail(f"serve needs the server extra: pip install 'hpd-gguf[server]' ({error})")
+    if host not in LOOPBACK and not api_key:
+        _fail(f"binding {host} needs --api-key (only loopback may go without)")
+    try:
+        schema_ = _load_schema(schema, attributes)
+    except InputError as error:
+        _fail(str(error))
+    extractor = _extractor(model, schema_, mode=mode, **settings)
+    run_server(extractor, Path(model).stem if model.endswith(".gguf") else model, host, port, api_key)
+
+
+@main.command()
+def info():
+    """The backend, its devices and their memory, and the settings the engine would pick here."""
+    from dataclasses import asdict
+
+    from .llama import devices, offloaded_layers, physical_cores, supports_gpu_offload, system_info
+
+    click.echo(f"llama.cpp: {system_info()}")
+    click.echo(f"GPU offload: {'yes' if supports_gpu_offload() else 'no (a CPU build)'}")
+    for device in devices():
+        click.echo(f"device {device.name} ({device.kind}): {device.description}, "
+                   f"{device.free_bytes / 2**30:.1f} of {device.total_bytes / 2**30:.1f} GiB free")
+    picked = {**asdict(Settings()), "threads": physical_cores(), "n_gpu_layers": offloaded_layers(Settings.n_gpu_layers)}
+    click.echo("settings: " + ", ".join(f"{name}={value}" for name, value in picked.items()))
 
 
 @main.group("models")
@@ -206,13 +264,14 @@ def models_pull(name):
 @click.argument("model")
 @click.argument("docs", type=click.Path(exists=True, dir_okay=False))
 @click.option("--limit", type=int, default=None, help="First N documents.")
+@click.option("--interleave", is_flag=True, help="Take the categories in turn (before --limit).")
 @click.option("--modes", default="naive,sequential,json,hpd-static,hpd", show_default=True)
 @click.option("--gold", is_flag=True, help="Also score each mode against the file's gold values.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures as JSON.")
 @click.option("--scaling", is_flag=True, help="Also run the hpd scaling table.")
 @click.option("--sweep", is_flag=True, help="Also run hpd over token budgets x resident documents.")
 @with_model_options
-def bench(model, docs, limit, modes, gold, json_out, scaling, sweep, **settings):
+def bench(model, docs, limit, interleave, modes, gold, json_out, scaling, sweep, **settings):
     """Run the modes one after another on the same documents and compare them."""
     from .bench import run_bench
 
@@ -225,7 +284,7 @@ def bench(model, docs, limit, modes, gold, json_out, scaling, sweep, **settings)
     except models.ModelError as error:
         _fail(str(error))
     report = run_bench(path, docs, chosen, limit=limit, gold=gold, scaling=scaling, sweep=sweep, log=_say,
-                       **settings)
+                       interleaved=interleave, **settings)
     click.echo(report.table())
     if json_out:
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2))

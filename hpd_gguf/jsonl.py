@@ -69,28 +69,63 @@ def _document_error(error: ValidationError) -> str:
     return f"{field!r}: {first['msg'].lower()}"
 
 
-def read_tasks(path: str | Path, schema: Schema | None = None,
-               skip_ids: set[str] = frozenset()) -> Iterator[Task | Rejected]:
-    """Tasks from a JSONL file of documents; bad lines come as Rejected, blank ones are skipped."""
-    seen: set[str] = set()
+def input_files(spec: str | Path) -> list[Path]:
+    """A file, a glob or a directory of .jsonl / .parquet files, in name order."""
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".json", ".parquet"))
+    elif path.is_file():
+        found = [path]
+    else:
+        root = Path(path.anchor) if path.is_absolute() else Path()
+        found = sorted(p for p in root.glob(str(path.relative_to(root))) if p.is_file())
+    if not found:
+        raise InputError(str(spec), "no input files found" + (" in this directory" if path.is_dir() else ""))
+    return found
+
+
+def _records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
+    """(place, record) for each document of a file; a line that is not one comes as ValueError."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq  # installed with the ray extra
+
+        row = 0
+        for batch in pq.ParquetFile(path).iter_batches():
+            for record in batch.to_pylist():
+                row += 1
+                yield f"{path}:row {row}", record
+        return
     for number, raw in read_lines(path):
         if raw is not None and not raw.strip():
             continue
-        where = f"{path}:{number}"
         try:
-            record = parse_line(raw)
-            try:
-                document = Document.model_validate(record)
-            except ValidationError as error:
-                raise ValueError(_document_error(error)) from None
-            if document.id in seen:
-                raise ValueError(f"duplicate id {document.id!r}")
-            seen.add(document.id)
-            if document.id in skip_ids:
-                continue
-            yield make_task(document, schema)
+            yield f"{path}:{number}", parse_line(raw)
         except ValueError as error:
-            yield Rejected(where, str(error))
+            yield f"{path}:{number}", error
+
+
+def read_tasks(paths: str | Path | list[Path], schema: Schema | None = None,
+               skip_ids: set[str] = frozenset()) -> Iterator[Task | Rejected]:
+    """Tasks from JSONL (or Parquet) files of documents; bad lines come as Rejected, blank ones
+    are skipped."""
+    seen: set[str] = set()
+    for path in [Path(paths)] if isinstance(paths, (str, Path)) else paths:
+        for where, record in _records(path):
+            try:
+                if isinstance(record, ValueError):
+                    raise record
+                try:
+                    document = Document.model_validate(record)
+                except ValidationError as error:
+                    raise ValueError(_document_error(error)) from None
+                if document.id in seen:
+                    raise ValueError(f"duplicate id {document.id!r}")
+                seen.add(document.id)
+                if document.id in skip_ids:
+                    continue
+                yield make_task(document, schema)
+            except ValueError as error:
+                yield Rejected(where, str(error))
 
 
 class ResultWriter:

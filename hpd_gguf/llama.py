@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,52 @@ def _silent_log(level, text, user_data):  # llama.cpp logs only when HPD_GGUF_LL
 
 def supports_gpu_offload() -> bool:
     return bool(C.llama_supports_gpu_offload())
+
+
+def offloaded_layers(requested: int) -> int:
+    """Layers to offload: all (-1) where the build can offload, else none."""
+    if requested < 0:
+        return 999 if supports_gpu_offload() else 0
+    return requested
+
+
+def system_info() -> str:
+    """The backend llama.cpp was built for, with its CPU features."""
+    _init_backend()
+    return C.llama_print_system_info().decode().strip(" |")
+
+
+@dataclass
+class Device:
+    name: str
+    description: str
+    kind: str  # cpu, gpu, accelerator
+    free_bytes: int
+    total_bytes: int
+
+
+def devices() -> list[Device]:
+    """The devices ggml can compute on, with their memory (ggml's backend registry)."""
+    _init_backend()
+    ggml = ctypes.CDLL(str(Path(C.__file__).parent / "lib" / "libggml.so"))
+    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    for name in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
+        getattr(ggml, name).restype = ctypes.c_char_p
+        getattr(ggml, name).argtypes = [ctypes.c_void_p]
+    ggml.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    size = ctypes.POINTER(ctypes.c_size_t)
+    ggml.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, size, size]
+    found = []
+    for i in range(ggml.ggml_backend_dev_count()):
+        device = ggml.ggml_backend_dev_get(i)
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        ggml.ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
+        kind = {0: "cpu", 1: "gpu"}.get(ggml.ggml_backend_dev_type(device), "accelerator")
+        found.append(Device(ggml.ggml_backend_dev_name(device).decode(),
+                            ggml.ggml_backend_dev_description(device).decode(), kind, free.value, total.value))
+    return found
 
 
 def physical_cores() -> int:

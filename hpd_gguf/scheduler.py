@@ -2,9 +2,10 @@
 
 Each step packs, within the token budget: one new token for every decoding branch, the
 suffixes of branches that start now, and chunks of document prefill.  Documents are admitted
-in input order as sequence ids and KV cells allow; a document whose branches outnumber the
+in arrival order as sequence ids and KV cells allow; a document whose branches outnumber the
 free ids runs them in rounds over its own document cells.  Documents that ask the same of
 the same category share the head of their segment: it is decoded once, and each copies it.
+Every `can_*` check has its action beside it, so the cache never runs out of ids or cells.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch
-from .sequence import Branch, DocumentState, SharedHead
+from .sequence import Branch, DocumentState, SharedHead, Status
 
 
 @dataclass
@@ -21,7 +22,7 @@ class Limits:
     token_budget: int  # tokens per decode (<= n_batch)
     max_resident: int = 64  # documents in flight
     continuous: bool = True  # False: fixed groups, the next group when the last is done
-    reorder_window: int = 512  # how far admission may run ahead of the oldest unfinished
+    reorder_window: int = 512  # how far admission may run ahead of the oldest running document
 
 
 class Scheduler:
@@ -33,11 +34,11 @@ class Scheduler:
         self.running: list[DocumentState] = []
         self.heads: dict[tuple[int, ...], SharedHead] = {}  # resident shared heads by tokens
         self._waiting_heads: Counter = Counter()
-        self._unlinked: list[DocumentState] = []  # admitted, waiting for their head's cells
+        self._awaiting_head: list[DocumentState] = []
         self.heads_made = 0
-        self.oldest = 0  # order of the oldest unfinished document
 
     def add(self, doc: DocumentState) -> None:
+        doc.status = Status.WAITING
         self.waiting.append(doc)
         self._waiting_heads[doc.prompt.head] += 1
 
@@ -45,7 +46,7 @@ class Scheduler:
     def idle(self) -> bool:
         return not self.waiting and not self.running
 
-    def fits(self, doc: DocumentState) -> bool:
+    def can_ever_run(self, doc: DocumentState) -> bool:
         """Whether a document could ever run: its segment plus one branch in an empty cache."""
         return len(doc.pending) + max((b.cells for b in doc.branches), default=0) <= self.kv.free_cells
 
@@ -61,12 +62,12 @@ class Scheduler:
         if not self.limits.continuous and not self.running:  # a new fixed group
             while self._admit():
                 pass
-        decoding = [b for d in self.running for b in d.branches[: d.started] if not b.finished]
+        decoding = [b for d in self.running for b in d.started_branches() if not b.finished]
         for branch in decoding:  # ongoing values first: they hold seats and cells
             if branch.pending and batch.size < budget:
                 self._put(batch, branch, budget - batch.size, outputs)
         for doc in self.running:  # then new branches of prefilled documents
-            while doc.prefilled and doc.started < len(doc.branches) and batch.size < budget:
+            while doc.status is Status.DECODING and doc.unstarted() and batch.size < budget:
                 branch = doc.branches[doc.started]
                 if self.kv.free_seqs == 0 or branch.cells > self.kv.free_cells:
                     break
@@ -79,11 +80,11 @@ class Scheduler:
             if head.pending and batch.size < budget:
                 self._put(batch, head, budget - batch.size)
         for doc in self.running:  # and documents that have theirs
-            if doc.linked and doc.pending and batch.size < budget:
+            if doc.status is Status.PREFILLING and batch.size < budget:
                 self._put(batch, doc, budget - batch.size)
         while self.limits.continuous and batch.size < budget and self._admit():
             doc = self.running[-1]
-            self._put(batch, doc if doc.linked else doc.head, budget - batch.size)
+            self._put(batch, doc.head if doc.status is Status.AWAITING_HEAD else doc, budget - batch.size)
         return outputs
 
     @staticmethod
@@ -94,6 +95,11 @@ class Scheduler:
         row = batch.add(chunk, start, (sequence.seq,), outputs is not None and not sequence.pending)
         if row >= 0:
             outputs.append(sequence)
+
+    @property
+    def oldest(self) -> int:
+        """Admission order of the oldest running document (results wait for it)."""
+        return min((d.order for d in self.running), default=self.waiting[0].order if self.waiting else 0)
 
     def _admit(self) -> bool:
         if not self.waiting:
@@ -127,7 +133,10 @@ class Scheduler:
             head.seq = self.kv.open(head.cells, source=PREAMBLE_SEQ if share else None, upto=head.pos)
         if head:
             doc.share(head)
-            self._unlinked.append(doc)
+            doc.status = Status.AWAITING_HEAD
+            self._awaiting_head.append(doc)
+        else:
+            doc.start_prefill()
         doc.cells = len(doc.pending)
         doc.seq = self.kv.open(doc.cells, source=PREAMBLE_SEQ if share and not head else None, upto=doc.pos)
         self.running.append(doc)
@@ -136,10 +145,10 @@ class Scheduler:
 
     def _link_heads(self) -> None:
         """Copy each shared head, once decoded, into the documents waiting for it."""
-        for doc in [d for d in self._unlinked if d.head.decoded]:
+        for doc in [d for d in self._awaiting_head if d.head.decoded]:
             self.kv.copy(doc.head.seq, doc.seq, doc.pos)
-            doc.linked = True
-            self._unlinked.remove(doc)
+            doc.start_prefill()
+            self._awaiting_head.remove(doc)
 
     def _promised_cells(self) -> int:
         return sum(b.cells for d in self.running for b in d.unstarted())
@@ -154,13 +163,41 @@ class Scheduler:
             return None
         self.kv.release_cells(doc.cells)
         self.running.remove(doc)
-        head = doc.head
-        if head is not None:
-            head.users -= 1
-            if head.users == 0 and not (self.waiting and self.waiting[0].prompt.head == head.key):
-                self.kv.close(head.seq, head.cells)
-                del self.heads[head.key]
+        doc.status = Status.FINISHED
+        self._leave_head(doc)
         return doc
 
-    def mark_emitted(self, order: int) -> None:
-        self.oldest = order + 1
+    def cancel(self, doc: DocumentState) -> None:
+        """Drop a waiting or running document with everything it holds: its branches' sequences
+        and cells, its own segment, its share of a head."""
+        if doc.status is Status.WAITING:
+            self.waiting.remove(doc)
+            self._waiting_heads[doc.prompt.head] -= 1
+            if not self._waiting_heads[doc.prompt.head]:
+                del self._waiting_heads[doc.prompt.head]
+        elif doc in self.running:
+            for branch in doc.started_branches():
+                if not branch.finished:
+                    self.kv.close(branch.seq, branch.cells)
+            if doc.unstarted():
+                self.kv.close(doc.seq, doc.cells)  # its segment's sequence is still open
+            else:
+                self.kv.release_cells(doc.cells)
+            if doc in self._awaiting_head:
+                self._awaiting_head.remove(doc)
+            self.running.remove(doc)
+            self._leave_head(doc)
+        doc.status = Status.CANCELLED
+        self._drop_unused_heads()
+
+    def _leave_head(self, doc: DocumentState) -> None:
+        if doc.head is not None:
+            doc.head.users -= 1
+            self._drop_unused_heads()
+
+    def _drop_unused_heads(self) -> None:
+        """A head goes when no resident document uses it and the next to come does not ask for it."""
+        next_head = self.waiting[0].prompt.head if self.waiting else None
+        for head in [h for h in self.heads.values() if h.users == 0 and h.key != next_head]:
+            self.kv.close(head.seq, head.cells)
+            del self.heads[head.key]

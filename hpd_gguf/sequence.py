@@ -2,6 +2,7 @@
 documents of one category share."""
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,6 +110,17 @@ class SharedHead(Sequence):
         return len(self.key)
 
 
+class Status(enum.Enum):
+    """A document's lifecycle, in order (CANCELLED may follow any state before FINISHED)."""
+
+    WAITING = "waiting"  # queued, not admitted yet
+    AWAITING_HEAD = "awaiting head"  # admitted; the shared head it needs is not decoded yet
+    PREFILLING = "prefilling"  # its own segment goes through the decodes
+    DECODING = "decoding"  # its segment is in: its branches start and generate values
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
 @dataclass
 class DocumentState(Sequence):
     """A document in flight: its prompt, its branches, and the order it came in."""
@@ -116,20 +128,22 @@ class DocumentState(Sequence):
     task: Task = None
     prompt: DocumentPrompt = None
     stops: Stops = None
-    order: int = 0
+    order: int = 0  # admission order over all jobs
     branches: list[Branch] = field(default_factory=list)
     cells: int = 0  # KV cells of its own segment
     started: int = 0  # branches given a sequence so far
     finished: int = 0
     head: SharedHead | None = None  # shared with other documents, when it is
-    linked: bool = True  # False until the shared head's cells are copied in
+    status: Status = Status.WAITING
+    job: object = None  # the job it belongs to, and its place there
+    index: int = 0
 
     @classmethod
     def create(cls, task: Task, prompt: DocumentPrompt, stops: Stops, order: int,
-               share_preamble: bool = True) -> "DocumentState":
+               share_preamble: bool = True, **where) -> "DocumentState":
         start = prompt.shared if share_preamble else 0
         doc = cls(pos=start, pending=list(prompt.tokens[start:]), task=task, prompt=prompt,
-                  stops=stops, order=order)
+                  stops=stops, order=order, **where)
         end = len(prompt.tokens)
         doc.branches = [Branch(pos=end, pending=list(suffix), doc=doc, index=i,
                                constraint=make_constraint(a.constraint, task.document.text, a.values))
@@ -138,14 +152,20 @@ class DocumentState(Sequence):
 
     def share(self, head: SharedHead) -> None:
         """Take the shared head instead of decoding those tokens itself."""
-        self.head, self.linked = head, False
+        self.head = head
         del self.pending[: head.cells]
         self.pos += head.cells
         head.users += 1
 
-    @property
-    def prefilled(self) -> bool:
-        return self.linked and not self.pending
+    def start_prefill(self) -> None:
+        """Admitted, with its head's cells in place: its own tokens are next."""
+        self.status = Status.PREFILLING if self.pending else Status.DECODING
+
+    def take(self, budget: int) -> tuple[list[int], int]:
+        chunk, start = super().take(budget)
+        if not self.pending:
+            self.status = Status.DECODING  # its branches start once this chunk is decoded
+        return chunk, start
 
     @property
     def done(self) -> bool:
@@ -153,6 +173,9 @@ class DocumentState(Sequence):
 
     def unstarted(self) -> list[Branch]:
         return self.branches[self.started:]
+
+    def started_branches(self) -> list[Branch]:
+        return self.branches[: self.started]
 
     def result(self, pieces: list[bytes], min_confidence: float = 0.0) -> Result:
         """Values and confidences; a value below min_confidence becomes null, with the

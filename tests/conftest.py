@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hpd_gguf import models
-from hpd_gguf.engine import Extractor
+from hpd_gguf import Extractor
 from hpd_gguf.llama import Model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,19 +20,27 @@ MAX_VALUE_TOKENS = 6  # short values keep the suite fast; the logic is the same
 NEAR_TIE = 0.75
 
 
-def trace(extractor, documents):
-    """{(document id, attribute): [(token, margin between the two best logits), ...]}."""
-    steps: dict = {}
+class Tracer:
+    """on_logits observer: {(document id, attribute): [(token, margin between the two best
+    logits), ...]}, and the documents of each decode."""
 
-    def observe(branches, logits):
+    def __init__(self):
+        self.steps: dict = {}
+        self.decodes: list[set] = []
+
+    def __call__(self, branches, logits):
+        self.decodes.append({b.doc.task.id for b in branches})
         top2 = np.partition(logits, -2, axis=1)[:, -2:]
         for row, branch in enumerate(branches):
             key = (branch.doc.task.id, branch.doc.task.names[branch.index])
-            steps.setdefault(key, []).append((int(logits[row].argmax()), float(top2[row, 1] - top2[row, 0])))
+            self.steps.setdefault(key, []).append((int(logits[row].argmax()), float(top2[row, 1] - top2[row, 0])))
 
-    extractor.on_logits = observe
+
+def trace(extractor, documents):
+    """The results and the token traces of a run."""
+    tracer = extractor.on_logits = Tracer()
     results = list(extractor.extract(documents))
-    return results, steps
+    return results, tracer.steps
 
 
 def parting_is_a_near_tie(a: list, b: list) -> bool:

@@ -158,6 +158,18 @@ def test_models_list_shows_every_known_model():
         assert name in done.stdout
 
 
+def test_info_names_the_backend_its_devices_and_the_settings():
+    from hpd_gguf.llama import devices, supports_gpu_offload
+
+    done = hpd("info")
+    assert done.returncode == 0, done.stderr
+    assert "llama.cpp: CPU" in done.stdout and "max_resident=64" in done.stdout
+    assert any(d.kind == "cpu" and d.total_bytes > 0 for d in devices())
+    for device in devices():
+        assert f"device {device.name} ({device.kind})" in done.stdout
+    assert f"n_gpu_layers={999 if supports_gpu_offload() else 0}" in done.stdout
+
+
 def test_bench_prints_the_comparison_table(model_path, tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text("".join(json.dumps({**json.loads(l), "gold": {a: None for a in json.loads(l)["attributes"]}}) + "\n"

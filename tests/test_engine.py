@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hpd_gguf import models
-from hpd_gguf.engine import Extractor
+from hpd_gguf import Extractor
 from hpd_gguf.llama import Model
 from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, parting_is_a_near_tie, trace
 
@@ -103,24 +103,39 @@ def test_greedy_choice_matches_a_direct_softmax():
         assert np.allclose(log_total, direct, rtol=1e-5)
 
 
-def test_a_null_first_token_ends_the_value(model, products):
-    """The prompt's null answer ("None") is not fed back: its branch ends after one token,
-    null, and the run decodes fewer tokens than one that feeds it."""
-    documents = [dict(p, attributes=p["attributes"] + ["Organic"]) for p in products[:8]]  # often None
+def _answering_null(model, documents, feed_null: bool):
+    """An hpd run in which every first value token is the model's likeliest null answer ("None"):
+    its logit is raised above all others, so that no near-tie of this CPU's kernels decides."""
     extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
-    nulls = extractor.stops.null_answer
-    assert nulls.any() and all(model.piece(t).strip().lower() == b"none" for t in np.flatnonzero(nulls))
-    branches = []
-    extractor.on_logits = lambda stepped, logits: branches.extend(stepped)
-    results = {r.id: r.values for r in extractor.extract(documents)}
-    ended = {id(b): b for b in branches if b.generated and nulls[b.generated[0]]}.values()
-    assert ended and all(b.finished and len(b.generated) == 1 for b in ended)
-    assert all(results[b.doc.task.id][b.doc.task.names[b.index]] is None for b in ended)
+    nulls = np.flatnonzero(extractor.stops.null_answer)
+    assert len(nulls) and all(model.piece(t).strip().lower() == b"none" for t in nulls)
+    branches = {}
 
-    feeding = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
-    feeding.stops.null_answer = None
-    list(feeding.extract(documents))
-    assert feeding.stats.tokens - extractor.stats.tokens >= len(ended) // 2  # batch shapes flip a few near-ties
+    def answer_null(stepped, logits):
+        for row, branch in enumerate(stepped):
+            branches[id(branch)] = branch
+            if not branch.generated:
+                logits[row, nulls[logits[row, nulls].argmax()]] = logits[row].max() + 10
+
+    extractor.on_logits = answer_null
+    if feed_null:
+        extractor.stops.null_answer = None
+    results = {r.id: r.values for r in extractor.extract(documents)}
+    return extractor, results, list(branches.values()), set(nulls.tolist())
+
+
+def test_a_null_first_token_ends_the_value(model, products):
+    """The prompt's null answer is not fed back: its branch ends after one token, null, and the
+    run decodes at least one token fewer per branch than one that feeds it."""
+    documents = [dict(p, attributes=["Organic", "Brand"]) for p in products[:8]]
+    extractor, results, branches, nulls = _answering_null(model, documents, feed_null=False)
+    assert len(branches) == 16
+    assert all(b.finished and len(b.generated) == 1 and b.generated[0] in nulls for b in branches)
+    assert all(value is None for values in results.values() for value in values.values())
+
+    feeding, _, fed, _ = _answering_null(model, documents, feed_null=True)
+    assert len(fed) == 16 and all(b.generated[0] in nulls for b in fed)
+    assert feeding.stats.tokens - extractor.stats.tokens >= len(branches)  # each fed null is decoded
 
 
 @pytest.mark.filterwarnings("ignore:gemma-3-270m-q4_k_m.gguf has no chat template")  # a base model

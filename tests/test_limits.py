@@ -1,7 +1,7 @@
 """Limits: many attributes, long documents, a full KV cache; nothing may abort the process."""
 import pytest
 
-from hpd_gguf.engine import Extractor
+from hpd_gguf import Extractor
 from hpd_gguf.llama import Batch, Context, LlamaError
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from hpd_gguf.constraints import Choice, Number, Span, allowed
-from hpd_gguf.engine import Extractor
+from hpd_gguf import Extractor
 from hpd_gguf.evaluate import evaluate_files, outcome, score
 from hpd_gguf.schema import Attribute, Document, Task
 
@@ -112,7 +112,7 @@ def test_confidence_is_a_probability(extract, products):
 
 
 def test_json_answers_keep_the_same_constraints():
-    from hpd_gguf.engine import parse_json_answer
+    from hpd_gguf.reference import parse_json_answer
 
     task = Task(document=Document(id="1", text="Crocs Unisex Classic Clog, Navy"),
                 attributes=[Attribute(name="Brand", constraint="span"), Attribute(name="Color", constraint="span"),

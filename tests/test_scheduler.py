@@ -3,7 +3,7 @@ the shared preamble and the shared heads of one category's documents."""
 import random
 from collections import Counter
 
-from hpd_gguf.engine import Extractor
+from hpd_gguf import Extractor
 from hpd_gguf.prompt import PromptLayout
 from hpd_gguf.schema import make_task, Document
 from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, trace

@@ -1,0 +1,131 @@
+"""Scale-out: the same extraction on a Ray cluster (`pip install 'hpd-gguf[ray]'`).
+
+    import ray, hpd_gguf.distributed as hd
+    results = hd.extract_dataset(ray.data.read_json("docs/"), "qwen2.5-coder-0.5b", workers=8, threads_per_worker=4)
+    for row in results.iter_rows():
+        record = json.loads(row["result"])          # {"id", "values", "confidence", "error"?}
+
+Ray Data maps the rows with a pool of actors (`map_batches` with a callable class); each actor
+loads its model once, on its node, and extracts a whole batch on its own hpd engine, so its
+decode steps are as full as one process's.  A row that is not a document, or that llama.cpp
+refuses, becomes a result with `error`: it never fails the dataset.  Ray restarts a worker
+that dies and runs its batches again; a batch's results only leave the actor once it is done,
+so each id comes out once.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from . import models
+from .extractor import Extractor
+from .schema import Result, Schema, Task
+
+BATCH_DOCUMENTS = 64  # rows per actor call: the engine's resident documents at the defaults
+BATCHES_IN_FLIGHT = 2  # calls an actor runs at once: their jobs share its engine's steps, so one
+                       # batch's tail overlaps the next one's prefill (BENCHMARKS.md)
+
+
+def _error_line(row: dict, order: int, message: str) -> str:
+    identity = row.get("id") if isinstance(row.get("id"), str) else f"row {order}"
+    return Result(id=identity, values={}, error=message).model_dump_json(exclude_none=True)
+
+
+class ExtractWorker:
+    """One actor: an Extractor with its model loaded once, on this node."""
+
+    def __init__(self, model: str, models_dir: str, schema: dict | None, threads: int, settings: dict):
+        os.environ.setdefault("HPD_GGUF_MODELS", models_dir)
+        if model not in models.KNOWN_MODELS and not Path(model).is_file():
+            raise FileNotFoundError(f"model file {model} not found on node {socket.gethostname()}: "
+                                    "a path must exist on every node")
+        path = models.resolve(model)  # a known name missing here is pulled, its sha256 checked
+        self.extractor = Extractor(path, schema=Schema.load_dict(schema) if schema else None,
+                                   threads=threads, **settings)
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        rows = batch.to_pylist()
+        orders = [row.get("order", i) for i, row in enumerate(rows)]
+        lines: list[str | None] = [None] * len(rows)
+        tasks: list[tuple[int, Task]] = []
+        for i, row in enumerate(rows):
+            try:
+                document = json.loads(row["task"]) if "task" in row else row
+                tasks.append((i, self.extractor.task(Task.model_validate(document) if "task" in row
+                                                     else {k: v for k, v in document.items() if k != "order"})))
+            except Exception as error:  # not a document: an error row in its place
+                lines[i] = _error_line(row, orders[i], f"bad document: {error}")
+        try:
+            for (i, _), result in zip(tasks, self.extractor.extract(task for _, task in tasks)):
+                lines[i] = result.model_dump_json(exclude_none=True)
+        except Exception as error:  # llama.cpp refused: the rest of the batch are error rows
+            for i, _ in tasks:
+                if lines[i] is None:
+                    lines[i] = _error_line(rows[i], orders[i], f"extraction failed: {error}")
+        ids = [json.loads(line)["id"] for line in lines]
+        return pa.table({"order": orders, "id": ids, "result": lines})
+
+
+def extract_dataset(dataset, model: str, schema: Schema | None = None, *, workers: int = 1,
+                    threads_per_worker: int = 1, batch_documents: int = BATCH_DOCUMENTS,
+                    batches_in_flight: int = BATCHES_IN_FLIGHT, **settings):
+    """A Dataset of {"order", "id", "result"} rows, `result` being the output line (JSON), from a
+    Dataset of documents (columns id, text, category?, attributes?; or the CLI's "task" rows)."""
+    from ray.data import ActorPoolStrategy
+
+    pool = ActorPoolStrategy(size=workers, max_concurrent_calls_per_actor=batches_in_flight,
+                             enable_true_multi_threading=batches_in_flight > 1)
+    return dataset.map_batches(
+        ExtractWorker, batch_format="pyarrow", batch_size=batch_documents, compute=pool, num_cpus=threads_per_worker,
+        fn_constructor_kwargs={"model": model if model in models.KNOWN_MODELS else str(Path(model).resolve()),
+                               "models_dir": str(models.models_dir().resolve()), "threads": threads_per_worker,
+                               "settings": settings, "schema": schema.model_dump()["categories"] if schema else None})
+
+
+def connect(address: str, cpus: int) -> None:
+    """`--ray auto`: the running cluster if there is one (RAY_ADDRESS, `ray start`), else a local
+    one; any other value is a cluster's address."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address == "auto":
+        try:
+            ray.init(address="auto", log_to_driver=False)
+            return
+        except ConnectionError:
+            pass
+        ray.init(num_cpus=cpus, log_to_driver=False, include_dashboard=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+
+
+def run(tasks: Iterable[Task], model: str, schema: Schema | None, workers: int, threads_per_worker: int,
+        **settings) -> Iterator[Result]:
+    """Results of `tasks` in their order, extracted on the connected Ray cluster."""
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    rows = [{"order": i, "task": task.model_dump_json()} for i, task in enumerate(tasks)]
+    if not rows:
+        return
+    batch = max(1, min(BATCH_DOCUMENTS, math.ceil(len(rows) / workers)))  # every worker gets some
+    dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / batch))
+    results = extract_dataset(dataset, model, schema, workers=workers, threads_per_worker=threads_per_worker,
+                              batch_documents=batch, **settings)
+    ready: dict[int, str] = {}
+    next_out = 0
+    for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
+        for order, line in zip(batch["order"].to_pylist(), batch["result"].to_pylist()):
+            ready[order] = line
+        while next_out in ready:
+            yield Result.model_validate_json(ready.pop(next_out))
+            next_out += 1
+    if ready or next_out != len(rows):
+        raise RuntimeError(f"Ray returned {next_out + len(ready)} results for {len(rows)} documents")

@@ -1,0 +1,110 @@
+"""`Extractor`: the Python API.  It loads the model once and runs every mode over the same prompts:
+hpd and hpd-static on the long-lived engine (engine.py), the others one prompt at a time
+(reference.py)."""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from . import models, reference
+from .engine import Engine
+from .jobs import Job
+from .llama import Model, offloaded_layers, supports_gpu_offload
+from .runner import ModelRunner
+from .schema import Document, Result, Schema, Task
+from .settings import Settings
+
+
+class Extractor:
+    """Extracts attribute values from documents with one model.
+
+        extractor = Extractor("qwen2.5-coder-0.5b")
+        for result in extractor.extract([{"id": "1", "text": "...", "attributes": ["Brand"]}]):
+            print(result.id, result.values)
+
+    In hpd modes `submit` gives a Job that many callers may hold at once; their documents
+    share the same decode steps.
+    """
+
+    def __init__(self, model: str | Path | Model = "qwen2.5-coder-0.5b", schema: Schema | None = None,
+                 log=lambda message: None, **settings):
+        self.settings = Settings(**settings)
+        if self.settings.n_gpu_layers > 0 and not supports_gpu_offload():
+            warnings.warn("--n-gpu-layers given, but this llama-cpp-python has no GPU support; using the CPU")
+        self.settings.n_gpu_layers = offloaded_layers(self.settings.n_gpu_layers)
+        self.schema = schema
+        self.log = log
+        self.model = model if isinstance(model, Model) else Model(models.resolve(model, log),
+                                                                  self.settings.n_gpu_layers)
+        self.runner = ModelRunner(self.model, self.settings, schema)
+        self._engine: Engine | None = None
+
+    @property
+    def layout(self):
+        return self.runner.layout
+
+    @property
+    def stops(self):
+        return self.runner.stops
+
+    @property
+    def stats(self):
+        return self.runner.stats
+
+    @property
+    def on_logits(self):
+        return self.runner.on_logits
+
+    @on_logits.setter
+    def on_logits(self, observer) -> None:
+        """observer(branches, logits) after each decode with outputs (on the engine's thread)."""
+        self.runner.on_logits = observer
+
+    def task(self, document: Document | dict | Task) -> Task:
+        return self.runner.task(document)
+
+    @property
+    def engine(self) -> Engine:
+        if self.settings.mode not in ("hpd", "hpd-static"):
+            raise ValueError(f"mode {self.settings.mode!r} runs one prompt at a time: use extract()")
+        if self._engine is None:
+            self._engine = Engine(self.runner, self.log)
+        return self._engine
+
+    def submit(self, documents: Iterable[Document | dict | Task]) -> Job:
+        """Hand documents to the engine; returns a Job at once (hpd modes)."""
+        return self.engine.submit(documents)
+
+    def extract(self, documents: Iterable[Document | dict | Task]) -> Iterator[Result]:
+        """Results in input order, each as soon as it and all before it are done."""
+        start = time.perf_counter()
+        for result in self._results(documents):
+            self.stats.documents += 1
+            self.stats.seconds = time.perf_counter() - start
+            yield result
+
+    def _results(self, documents) -> Iterator[Result]:
+        mode = self.settings.mode
+        if mode in ("sequential", "naive"):
+            yield from reference.one_by_one(self.runner, map(self.task, documents), reuse=mode == "sequential")
+        elif mode == "json":
+            yield from reference.json_objects(self.runner, map(self.task, documents))
+        else:
+            job = self.submit(documents)
+            try:
+                yield from job
+            finally:
+                job.cancel()  # a caller that stops early frees the engine at once
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> "Extractor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

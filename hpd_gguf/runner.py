@@ -1,0 +1,134 @@
+"""What every mode decodes with: the model, its prompts, stop rules, contexts, and greedy choice
+under each branch's constraint.  The modes themselves are the engine (hpd) and reference.py."""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .constraints import constrained_choice
+from .llama import Batch, Context, Model, physical_cores
+from .prompt import DocumentPrompt, PromptLayout
+from .sampling import Greedy
+from .schema import NULL_TEXT, Document, Result, Schema, Task, make_task
+from .sequence import Branch, Stops
+from .settings import DEFAULT_POSITIONS, Settings
+
+
+@dataclass
+class Stats:
+    documents: int = 0
+    decode_calls: int = 0
+    tokens: int = 0
+    outputs: int = 0  # tokens with logits
+    shared_heads: int = 0  # heads decoded once for several documents (hpd)
+    seconds: float = 0.0
+
+
+def null_values(task: Task) -> dict[str, None]:
+    return {name: None for name in task.names}
+
+
+class ModelRunner:
+    def __init__(self, model: Model, settings: Settings, schema: Schema | None = None):
+        self.model, self.settings, self.schema = model, settings, schema
+        described = schema.all_attributes() if schema else None
+        answer_format = "json" if settings.mode == "json" else "lines"
+        self.layout = PromptLayout(model, answer_format, attributes=described)
+        pieces = model.pieces
+        has_newline = np.fromiter((b"\n" in p for p in pieces), bool, len(pieces))
+        eog = model.end_of_generation_mask()
+        null = NULL_TEXT.lower().encode()
+        null_answer = np.fromiter((p.strip().lower() == null for p in pieces), bool, len(pieces))
+        self.stops = Stops(eog, has_newline, settings.max_value_tokens, null_answer=null_answer)
+        self.pieces = [b"" if end else p for p, end in zip(pieces, eog)]  # what values are made of
+        self.greedy = Greedy(model.n_vocab, settings.threads or physical_cores())
+        self.stats = Stats()
+        self.on_logits = None  # optional observer: on_logits(branches, logits) after each decode
+
+    # documents
+    def task(self, document: Document | dict | Task) -> Task:
+        if isinstance(document, dict):
+            document = Document.model_validate(document)
+        task = document if isinstance(document, Task) else make_task(document, self.schema)
+        constraint = self.settings.constraint
+        if constraint and any(a.constraint is None for a in task.attributes):
+            task = task.model_copy(update={"attributes": [
+                a if a.constraint else a.model_copy(update={"constraint": constraint}) for a in task.attributes]})
+        return task
+
+    def prompt(self, task: Task, suffixes: bool = True) -> DocumentPrompt | Result:
+        """The document's prompt, truncated or turned into an error record when too long."""
+        prompt = self.layout.document(task, suffixes)
+        limit = self.positions_limit()
+        longest = len(prompt.tokens) + max((len(s) for s in prompt.suffixes), default=0)
+        over = longest + self.value_budget(task) - limit
+        if over <= 0:
+            return prompt
+        if not self.settings.truncate:
+            return Result(id=task.id, values=null_values(task),
+                          error=f"document too long: {longest} prompt tokens, the limit is "
+                                f"{limit - self.value_budget(task)} (use --truncate)")
+        warnings.warn(f"document {task.id!r}: truncated by {over} tokens to fit the context")
+        text = task.document.text
+        cut = task.model_copy(update={"document": task.document.model_copy(
+            update={"text": text[: max(1, len(text) - over * 8)]})})  # ~8 bytes a token at most
+        return self.prompt(cut, suffixes)
+
+    def positions_limit(self) -> int:
+        """The longest prompt plus value one sequence may hold."""
+        return min(self.model.n_ctx_train, self.settings.n_ctx or DEFAULT_POSITIONS)
+
+    def value_budget(self, task: Task) -> int:
+        if self.settings.mode == "json":
+            return len(task.names) * self.json_tokens_per_attribute() + 8
+        return self.settings.max_value_tokens
+
+    def json_tokens_per_attribute(self) -> int:
+        return self.settings.json_tokens_per_attribute or self.settings.max_value_tokens + 8
+
+    # decoding
+    def context(self, n_ctx: int, n_seq_max: int) -> Context:
+        s = self.settings
+        n_ctx = max(256, math.ceil(n_ctx / 256) * 256)
+        return Context(self.model, n_ctx, s.batch_tokens, n_seq_max, s.threads or physical_cores(),
+                       s.flash_attention, s.kv_f32, s.ubatch_tokens)
+
+    def count(self, context: Context) -> None:
+        """Move the context's decode counters into the stats."""
+        self.stats.decode_calls += context.decode_calls
+        self.stats.tokens += context.tokens_decoded
+        self.stats.outputs += context.outputs_decoded
+        context.decode_calls = context.tokens_decoded = context.outputs_decoded = 0
+
+    def choose(self, branches: list[Branch], logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy tokens (within each branch's constraint; -1 ends a value) and their
+        log-probabilities, vectorised over the batch's outputs."""
+        if self.on_logits:
+            self.on_logits(branches, logits)
+        if len(logits) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        tokens, best, log_total = self.greedy(logits)
+        constrained = [i for i, b in enumerate(branches) if b.constraint is not None]
+        if constrained:
+            picks = constrained_choice(logits, tokens, constrained, [branches[i] for i in constrained],
+                                       self.pieces, self.stops.stop_mask)
+            for row, token in picks.items():
+                tokens[row] = token
+        chosen = logits[np.arange(len(logits)), np.maximum(tokens, 0)]
+        logprobs = np.where(tokens >= 0, chosen - best, 0.0) - log_total  # a veto keeps the greedy one's
+        return tokens, np.where(tokens == -1, 0.0, logprobs)
+
+    def decode_alone(self, context: Context, batch: Batch, sequence) -> None:
+        """Decode a sequence's pending tokens; a branch then generates its value greedily."""
+        while sequence.pending:
+            batch.clear()
+            chunk, start = sequence.take(batch.capacity)
+            wants = getattr(sequence, "doc", None) is not None and not sequence.pending
+            batch.add(chunk, start, (sequence.seq,), wants)
+            logits = context.decode(batch)
+            if wants:
+                tokens, logprobs = self.choose([sequence], logits)
+                sequence.accept(int(tokens[0]), float(logprobs[0]))

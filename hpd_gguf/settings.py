@@ -1,0 +1,44 @@
+"""The engine's settings: the one place their defaults live (the CLI builds its options from here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+MODES = ("hpd", "hpd-static", "sequential", "naive", "json")
+DEFAULT_POSITIONS = 16384  # per sequence, unless n_ctx says otherwise
+
+
+def _option(default, help: str, cli: bool = True):
+    return field(default=default, metadata={"help": help, "cli": cli})
+
+
+@dataclass
+class Settings:
+    mode: str = _option("hpd", "Decoding strategy.", cli=False)
+    max_value_tokens: int = _option(24, "Tokens per value at most.")
+    threads: int | None = _option(None, "CPU threads [default: physical cores].")
+    n_gpu_layers: int = _option(-1, "Layers offloaded to a GPU [default: all, where llama.cpp was built "
+                                    "with one].")
+    batch_tokens: int = _option(512, "Tokens per llama_decode (n_batch).")
+    ubatch_tokens: int = _option(512, "Tokens per compute graph (n_ubatch); small values make every "
+                                      "mode use the same kernels.")
+    n_seq_max: int = _option(256, "Sequence ids of the KV cache (llama.cpp allows 256).", cli=False)
+    max_resident: int = _option(64, "Documents in flight at once (hpd).")
+    n_ctx: int = _option(0, "KV cells [default: sized from the work].")
+    truncate: bool = _option(False, "Cut documents longer than the context (with a warning).", cli=False)
+    json_tokens_per_attribute: int = _option(0, "json mode: answer tokens per attribute "
+                                                "[default: max value tokens + 8].", cli=False)
+    constraint: str | None = _option(None, "Constraint for attributes whose schema names none.")
+    min_confidence: float = _option(0.0, "Values less confident than this become null (not in json mode).")
+    flash_attention: bool = _option(True, "Flash attention.", cli=False)
+    kv_f32: bool = _option(False, "Keep the KV cache in f32.", cli=False)
+    max_queued: int = _option(4096, "Documents waiting at most, over all jobs (serve: 429 past it).",
+                              cli=False)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+
+
+def cli_fields():
+    """The settings `run`, `bench` and `serve` take as options."""
+    return [f for f in fields(Settings) if f.metadata.get("cli")]

@@ -1,0 +1,86 @@
+"""The same extraction on a local Ray instance (2 CPUs), with the real tiny model."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hpd_gguf import Extractor
+from hpd_gguf.schema import Document, make_task
+from tests.conftest import DATA, MAX_VALUE_TOKENS, ROOT
+
+ray = pytest.importorskip("ray")
+distributed = pytest.importorskip("hpd_gguf.distributed")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    distributed.connect("auto", 2)
+    yield
+    ray.shutdown()
+
+
+def _tasks(documents):
+    return [make_task(Document(**d), None) for d in documents]
+
+
+def test_two_workers_give_the_values_of_one_process(local_ray, model, products):
+    one = {r.id: r.values for r in Extractor(model, max_value_tokens=MAX_VALUE_TOKENS).extract(products)}
+    spread = list(distributed.run(_tasks(products), "smollm2-135m", None, workers=2, threads_per_worker=1,
+                                  max_value_tokens=MAX_VALUE_TOKENS))
+    assert [r.id for r in spread] == [p["id"] for p in products]
+    keys = [(r.id, k) for r in spread for k in r.values]
+    assert len(keys) == sum(len(p["attributes"]) for p in products)
+    same = sum(r.values[k] == one[r.id][k] for r in spread for k in r.values)
+    assert same / len(keys) >= 0.85, f"{same} of {len(keys)} values as one process gives them"  # batch neighbours differ
+
+
+def test_a_bad_row_becomes_an_error_row(local_ray, products):
+    rows = [dict(products[0]), {**products[1], "id": "broken", "text": " "}, {**products[2], "id": None}]
+    results = distributed.extract_dataset(ray.data.from_items(rows), "smollm2-135m", max_value_tokens=2).take_all()
+    records = {json.loads(r["result"])["id"]: json.loads(r["result"]) for r in results}
+    assert set(records) == {"t00", "broken", "row 2"}
+    assert records["t00"].get("error") is None and set(records["t00"]["values"]) == set(products[0]["attributes"])
+    assert "text" in records["broken"]["error"] and "id" in records["row 2"]["error"]
+
+
+def test_a_missing_model_path_names_the_node(local_ray, products):
+    with pytest.raises(Exception, match="not found on node"):
+        distributed.extract_dataset(ray.data.from_items(products[:1]), "/nowhere/model.gguf").take_all()
+
+
+def test_a_killed_worker_loses_and_duplicates_nothing(tmp_path):
+    """`hpd-gguf run --ray`: a busy worker killed with SIGKILL is restarted by Ray and its batch
+    runs again; the output still has each id once, in input order, without errors."""
+    source = (DATA / "products20.jsonl").read_text().splitlines()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({**json.loads(l), "id": f"{c}-{json.loads(l)['id']}"}) + "\n"
+                            for c in range(3) for l in source))
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "hpd_gguf", "run", "smollm2-135m", str(docs), "-o", str(out),
+                                "--ray", "auto", "--workers", "2", "--threads-per-worker", "1",
+                                "--max-value-tokens", "4"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = _kill_a_busy_worker(process)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    assert killed, "no busy worker was found to kill"
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [json.loads(l)["id"] for l in docs.read_text().splitlines()]
+    assert all(r.get("error") is None for r in records)
+
+
+def _kill_a_busy_worker(process, limit=240) -> bool:
+    """SIGKILL the first Ray actor process that holds the model and is using a CPU."""
+    start = time.time()
+    while time.time() - start < limit and process.poll() is None:
+        for line in subprocess.run(["ps", "-eo", "pid,pcpu,args"], capture_output=True, text=True).stdout.splitlines():
+            pid, cpu, args = line.split(None, 2)
+            if "ExtractWorker" in args and float(cpu) > 20:
+                os.kill(int(pid), signal.SIGKILL)
+                return True
+        time.sleep(0.5)
+    return False

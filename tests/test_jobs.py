@@ -1,0 +1,109 @@
+"""The long-lived engine on the real tiny model: jobs from several callers share its steps, a
+cancelled job leaves nothing behind, `async for` runs inside an event loop."""
+import asyncio
+import threading
+import time
+
+import pytest
+
+from hpd_gguf import Extractor, JobCancelled
+from tests.conftest import MAX_VALUE_TOKENS, Tracer, assert_matches_sequential
+
+
+def wait_until_idle(engine, limit=60.0):
+    start = time.time()
+    while engine._thread is not None:
+        assert time.time() - start < limit, "the engine did not go idle"
+        time.sleep(0.02)
+
+
+def kv_in_use(engine) -> list[int]:
+    """Sequence ids (the preamble's apart) that still hold cells in llama.cpp's cache."""
+    return [s for s in range(1, engine.context.n_seq_max) if engine.context.seq_pos_max(s) >= 0]
+
+
+@pytest.fixture
+def engine_extractor(model):
+    extractor = Extractor(model, max_value_tokens=MAX_VALUE_TOKENS)
+    yield extractor
+    extractor.close()
+
+
+def test_concurrent_jobs_share_steps_and_keep_their_order(engine_extractor, products, sequential_reference):
+    tracer = engine_extractor.on_logits = Tracer()
+    parts = [products[i::4] for i in range(4)]
+    got: dict[int, list] = {}
+    barrier = threading.Barrier(len(parts))
+
+    def caller(i):
+        barrier.wait()
+        got[i] = list(engine_extractor.submit(parts[i]))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(len(parts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, part in enumerate(parts):
+        assert [r.id for r in got[i]] == [p["id"] for p in part]
+    owner = {p["id"]: i for i, part in enumerate(parts) for p in part}
+    assert any(len({owner[d] for d in ids}) > 1 for ids in tracer.decodes), "no decode served two callers"
+    assert_matches_sequential([r for i in got for r in got[i]], tracer.steps, sequential_reference)
+
+
+def test_a_cancelled_job_frees_its_ids_and_cells_within_a_step(engine_extractor, products):
+    engine = engine_extractor.engine
+    list(engine_extractor.submit(products[:2]))
+    wait_until_idle(engine)
+    idle = engine.kv.free_cells, engine.kv.free_seqs
+    many = [dict(p, id=f"{c}-{p['id']}") for c in range(4) for p in products]
+    job = engine_extractor.submit(many)
+    results = iter(job)
+    first = next(results)
+    calls = engine_extractor.stats.decode_calls
+    job.cancel()
+    wait_until_idle(engine)
+    assert engine_extractor.stats.decode_calls - calls <= 1  # at most the step under way when it came
+    assert first.id == many[0]["id"] and engine.documents_done < len(many) + 2
+    assert (engine.kv.free_cells, engine.kv.free_seqs) == idle and engine.resident == 0 and engine.queued == 0
+    assert kv_in_use(engine) == []
+    with pytest.raises(JobCancelled):
+        next(results)
+    assert [r.id for r in engine_extractor.submit(products[:3])] == [p["id"] for p in products[:3]]  # it goes on
+
+
+def test_progress_and_a_bad_document(engine_extractor, products):
+    job = engine_extractor.submit(products[:4])
+    assert job.progress.total == 4
+    assert len(list(job)) == 4
+    progress = job.progress
+    assert (progress.done, progress.total) == (4, 4) and progress.documents_per_second > 0
+    bad = engine_extractor.submit(products[:2] + [{"id": "x", "text": 7}])
+    results = iter(bad)
+    assert [next(results).id, next(results).id] == ["t00", "t01"]  # what came before stands
+    with pytest.raises(ValueError, match="text"):
+        next(results)
+
+
+def test_async_for_inside_a_running_event_loop(engine_extractor, products):
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        clock = asyncio.create_task(ticker())
+        jobs = [engine_extractor.submit(products[:5]), engine_extractor.submit(products[5:9])]
+        results = await asyncio.gather(*[_collect(job) for job in jobs])
+        clock.cancel()
+        return results, ticks
+
+    async def _collect(job):
+        return [r.id async for r in job]
+
+    (first, second), ticks = asyncio.run(main())
+    assert first == [p["id"] for p in products[:5]] and second == [p["id"] for p in products[5:9]]
+    assert ticks > 10  # the loop kept running while the engine decoded
