@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from . import models
 from .extractor import Extractor
+from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .jsonl import Rejected, ResultWriter, input_files, read_tasks
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
@@ -58,7 +59,7 @@ def _extractor(model: str, schema: Schema | None, **settings) -> Extractor:
         _fail(str(error))
 
 
-_OPTION_TYPES = {"threads": int, "constraint": click.Choice(["span", "number"]),
+_OPTION_TYPES = {"threads": int, "constraint": click.Choice(["span", "number", "none"]),
                  "min_confidence": click.FloatRange(0, 1)}
 
 
@@ -102,9 +103,11 @@ class _Stop:
 @click.option("--workers", type=click.IntRange(1), default=None, help="Ray actors [default: cores / threads].")
 @click.option("--threads-per-worker", type=click.IntRange(1), default=1, show_default=True,
               help="Threads of each Ray actor (Ray sets OMP_NUM_THREADS=1, so they are passed explicitly).")
+@click.option("--batches-in-flight", type=click.IntRange(1), default=BATCHES_IN_FLIGHT, show_default=True,
+              help="Batches each Ray actor runs at once, sharing its engine's steps.")
 @with_model_options
 def run(model, docs, output, mode, attributes, schema, strict, resume, truncate, ray_address, workers,
-        threads_per_worker, **settings):
+        threads_per_worker, batches_in_flight, **settings):
     """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
     JSONL file, a glob or a directory of them (Parquet too)."""
     try:
@@ -116,7 +119,7 @@ def run(model, docs, output, mode, attributes, schema, strict, resume, truncate,
         _fail("--resume needs -o OUTPUT")
     if ray_address:
         extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,
-                          **settings)
+                          batches_in_flight=batches_in_flight, **settings)
     else:
         extract = _extractor(model, schema_, mode=mode, truncate=truncate, **settings).extract
     writer = ResultWriter(output, resume=resume)

@@ -31,7 +31,10 @@ class Engine:
         self.runner = runner
         self.log = log
         self.continuous = runner.settings.mode == "hpd"  # hpd-static: fixed groups, no shared preamble
-        self.context: Context | None = None  # made when the engine first runs
+        self.context: Context | None = None  # these four are made when the engine first runs
+        self.kv: KVCache | None = None
+        self.batch: Batch | None = None
+        self.scheduler: Scheduler | None = None
         self._jobs: list[Job] = []  # jobs with input still to read
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -62,17 +65,15 @@ class Engine:
     @property
     def queued(self) -> int:
         """Documents submitted and not admitted yet (those of iterators only once read)."""
-        scheduler = getattr(self, "scheduler", None)
-        waiting = len(scheduler.waiting) if scheduler else 0
+        waiting = len(self.scheduler.waiting) if self.scheduler else 0
         return waiting + sum(j.total - j.read for j in list(self._jobs) if j.total is not None)
 
     @property
     def resident(self) -> int:
-        scheduler = getattr(self, "scheduler", None)
-        return len(scheduler.running) if scheduler else 0
+        return len(self.scheduler.running) if self.scheduler else 0
 
     def close(self) -> None:
-        """Cancel every job, stop the thread and free the context."""
+        """Cancel every job (within a step), stop the thread and free the context."""
         with self._lock:
             self._closed = True
             jobs, thread = list(self._jobs), self._thread
@@ -142,6 +143,9 @@ class Engine:
     def _intake(self) -> None:
         """Drop cancelled documents; read documents from the jobs in turn until twice the
         resident documents wait."""
+        if self._closed:
+            for doc in list(self.scheduler.waiting) + self.scheduler.running:
+                doc.job.cancel()
         for doc in [d for d in list(self.scheduler.waiting) + self.scheduler.running if d.job.cancelled]:
             self.scheduler.cancel(doc)
         with self._lock:
@@ -205,8 +209,7 @@ class Engine:
         """End every job in flight with `error` (results before its first lost document stand)
         and start the next work on a fresh context."""
         lost: dict[Job, int] = {}
-        scheduler = getattr(self, "scheduler", None)
-        for doc in (list(scheduler.waiting) + scheduler.running) if scheduler else []:
+        for doc in (list(self.scheduler.waiting) + self.scheduler.running) if self.scheduler else []:
             lost[doc.job] = min(lost.get(doc.job, doc.index), doc.index)
         with self._lock:
             for job in self._jobs:

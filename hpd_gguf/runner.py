@@ -121,14 +121,15 @@ class ModelRunner:
         logprobs = np.where(tokens >= 0, chosen - best, 0.0) - log_total  # a veto keeps the greedy one's
         return tokens, np.where(tokens == -1, 0.0, logprobs)
 
-    def decode_alone(self, context: Context, batch: Batch, sequence) -> None:
-        """Decode a sequence's pending tokens; a branch then generates its value greedily."""
-        while sequence.pending:
+    def decode_alone(self, context: Context, batch: Batch, branch: Branch) -> None:
+        """Decode a branch's pending tokens; one of a document then generates its value greedily
+        (the preamble is a branch of no document)."""
+        while branch.pending:
             batch.clear()
-            chunk, start = sequence.take(batch.capacity)
-            wants = getattr(sequence, "doc", None) is not None and not sequence.pending
-            batch.add(chunk, start, (sequence.seq,), wants)
+            chunk, start = branch.take(batch.capacity)
+            wants = branch.doc is not None and not branch.pending
+            batch.add(chunk, start, (branch.seq,), wants)
             logits = context.decode(batch)
             if wants:
-                tokens, logprobs = self.choose([sequence], logits)
-                sequence.accept(int(tokens[0]), float(logprobs[0]))
+                tokens, logprobs = self.choose([branch], logits)
+                branch.accept(int(tokens[0]), float(logprobs[0]))

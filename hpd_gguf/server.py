@@ -21,7 +21,7 @@ import secrets
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -220,7 +220,7 @@ class _EngineMetrics:
         for name, (help_text, value) in counters.items():
             yield CounterMetricFamily(f"hpd_{name}", help_text, value=value)
         tokens_per_second = stats.tokens / engine.busy_seconds if engine.busy_seconds else 0.0
-        kv = getattr(engine, "kv", None)
+        kv = engine.kv
         gauges = {"tokens_per_second": ("Tokens decoded per busy second", tokens_per_second),
                   "queue_depth": ("Documents waiting to be admitted", engine.queued),
                   "resident_documents": ("Documents in flight", engine.resident),

@@ -36,6 +36,26 @@ def test_run_on_the_example_file(model_path, tmp_path):
     assert "12 documents in" in done.stderr and "documents/s" in done.stderr
 
 
+def test_input_is_a_directory_or_a_glob_of_jsonl_and_parquet(model_path, tmp_path):
+    source = (DATA / "products20.jsonl").read_text().splitlines()[:6]
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("\n".join(source[:2]) + "\n")
+    (folder / "c.jsonl").write_text("\n".join(source[4:]) + "\n")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist([json.loads(l) for l in source[2:4]]), folder / "b.parquet")
+    expected = [json.loads(l)["id"] for l in source]
+    for spec in (folder, f"{folder}/*"):
+        out = tmp_path / "out.jsonl"
+        done = hpd("run", model_path, spec, "-o", out, "--max-value-tokens", "2")
+        assert done.returncode == 0, done.stderr
+        assert [r["id"] for r in lines(out)] == expected
+    missing = hpd("run", model_path, f"{folder}/*.csv", "--max-value-tokens", "2")
+    assert missing.returncode == 1 and "no input files found" in missing.stderr
+
+
 def test_stdout_when_no_output_file_and_attributes_option(model_path):
     done = hpd("run", model_path, DATA / "products20.jsonl", "--attributes", "Brand,Color",
                "--max-value-tokens", "4")
@@ -156,6 +176,12 @@ def test_models_list_shows_every_known_model():
     assert done.returncode == 0
     for name in ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "gemma-3-270m"):
         assert name in done.stdout
+
+
+def test_without_ray_nothing_imports_it():
+    done = subprocess.run([sys.executable, "-c", "import sys, hpd_gguf.cli, hpd_gguf.server; print('ray' in sys.modules)"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_info_names_the_backend_its_devices_and_the_settings():

@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from hpd_gguf import Extractor
 from hpd_gguf.schema import Document, make_task
-from tests.conftest import DATA, MAX_VALUE_TOKENS, ROOT
+from tests.conftest import DATA, MAX_VALUE_TOKENS, RAW, ROOT, raw_extractor
 
 ray = pytest.importorskip("ray")
 distributed = pytest.importorskip("hpd_gguf.distributed")
@@ -28,9 +27,9 @@ def _tasks(documents):
 
 
 def test_two_workers_give_the_values_of_one_process(local_ray, model, products):
-    one = {r.id: r.values for r in Extractor(model, max_value_tokens=MAX_VALUE_TOKENS).extract(products)}
+    one = {r.id: r.values for r in raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS).extract(products)}
     spread = list(distributed.run(_tasks(products), "smollm2-135m", None, workers=2, threads_per_worker=1,
-                                  max_value_tokens=MAX_VALUE_TOKENS))
+                                  max_value_tokens=MAX_VALUE_TOKENS, **RAW))
     assert [r.id for r in spread] == [p["id"] for p in products]
     keys = [(r.id, k) for r in spread for k in r.values]
     assert len(keys) == sum(len(p["attributes"]) for p in products)

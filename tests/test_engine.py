@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from hpd_gguf import models
-from hpd_gguf import Extractor
 from hpd_gguf.llama import Model
-from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, parting_is_a_near_tie, trace
+from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, parting_is_a_near_tie, trace, raw_extractor
 
 
 def _first_value_logits(extractor, documents):
@@ -25,8 +24,8 @@ def _first_value_logits(extractor, documents):
 
 
 def test_first_token_logits_match_sequential(model, products):
-    stacked = _first_value_logits(Extractor(model, mode="hpd", max_value_tokens=1), products)
-    alone = _first_value_logits(Extractor(model, mode="sequential", max_value_tokens=1), products[3:5])
+    stacked = _first_value_logits(raw_extractor(model, mode="hpd", max_value_tokens=1), products)
+    alone = _first_value_logits(raw_extractor(model, mode="sequential", max_value_tokens=1), products[3:5])
     assert len(stacked) == sum(len(p["attributes"]) for p in products)
     for key, reference in alone.items():
         difference = np.abs(stacked[key] - reference).max()
@@ -35,7 +34,7 @@ def test_first_token_logits_match_sequential(model, products):
 
 
 def test_hpd_values_equal_sequential(model, products, sequential_reference):
-    results, steps = trace(Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS), products)
+    results, steps = trace(raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS), products)
     assert [r.id for r in results] == [p["id"] for p in products]
     assert sum(len(r.values) for r in results) == sum(len(p["attributes"]) for p in products)
     assert_matches_sequential(results, steps, sequential_reference)
@@ -43,7 +42,7 @@ def test_hpd_values_equal_sequential(model, products, sequential_reference):
 
 def test_isolation_from_neighbours(model, products):
     def run(documents):
-        results, steps = trace(Extractor(model, max_value_tokens=MAX_VALUE_TOKENS), documents)
+        results, steps = trace(raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS), documents)
         return {r.id: r.values for r in results}, steps
 
     target = products[7]["id"]
@@ -64,14 +63,14 @@ def test_every_attribute_is_a_key_and_order_is_kept(extract, products):
 
 
 def test_naive_equals_sequential_and_json_parses(model, products, sequential_reference):
-    naive, steps = trace(Extractor(model, mode="naive", max_value_tokens=MAX_VALUE_TOKENS), products[:3])
+    naive, steps = trace(raw_extractor(model, mode="naive", max_value_tokens=MAX_VALUE_TOKENS), products[:3])
     assert_matches_sequential(naive, steps, sequential_reference)
-    for result, product in zip(Extractor(model, mode="json", json_tokens_per_attribute=10).extract(products[:3]), products):
+    for result, product in zip(raw_extractor(model, mode="json", json_tokens_per_attribute=10).extract(products[:3]), products):
         assert list(result.values) == product["attributes"]
 
 
 def test_stacking_respects_limits(model, products):
-    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, batch_tokens=64, n_seq_max=16)
+    extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, batch_tokens=64, n_seq_max=16)
     from hpd_gguf.llama import Context
 
     sizes = []
@@ -106,7 +105,7 @@ def test_greedy_choice_matches_a_direct_softmax():
 def _answering_null(model, documents, feed_null: bool):
     """An hpd run in which every first value token is the model's likeliest null answer ("None"):
     its logit is raised above all others, so that no near-tie of this CPU's kernels decides."""
-    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
+    extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
     nulls = np.flatnonzero(extractor.stops.null_answer)
     assert len(nulls) and all(model.piece(t).strip().lower() == b"none" for t in nulls)
     branches = {}
@@ -150,10 +149,10 @@ def test_a_sliding_window_model_past_its_window(products):
     documents = [{"id": f"long{i}", "text": " ".join(p["text"] for p in products[i:]) * repeat
                   + " Made by Zanzibar, in teal.", "attributes": ["Brand", "Color", "Size"]}
                  for i, repeat in ((0, 1), (2, 2))]
-    hpd = Extractor(gemma, mode="hpd", max_value_tokens=1)
+    hpd = raw_extractor(gemma, mode="hpd", max_value_tokens=1)
     assert all(len(hpd.layout.document(hpd.task(d)).tokens) > window + 64 for d in documents)
     stacked = _first_value_logits(hpd, documents + products[:3])
-    alone = _first_value_logits(Extractor(gemma, mode="sequential", max_value_tokens=1), documents)
+    alone = _first_value_logits(raw_extractor(gemma, mode="sequential", max_value_tokens=1), documents)
     assert len(alone) == 6
     for key, reference in alone.items():
         spread = reference.max() - reference.min()

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from hpd_gguf import Extractor, JobCancelled
-from tests.conftest import MAX_VALUE_TOKENS, Tracer, assert_matches_sequential
+from hpd_gguf import JobCancelled
+from tests.conftest import MAX_VALUE_TOKENS, Tracer, assert_matches_sequential, raw_extractor
 
 
 def wait_until_idle(engine, limit=60.0):
@@ -24,7 +24,7 @@ def kv_in_use(engine) -> list[int]:
 
 @pytest.fixture
 def engine_extractor(model):
-    extractor = Extractor(model, max_value_tokens=MAX_VALUE_TOKENS)
+    extractor = raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS)
     yield extractor
     extractor.close()
 

@@ -1,7 +1,7 @@
 """Limits: many attributes, long documents, a full KV cache; nothing may abort the process."""
 import pytest
 
-from hpd_gguf import Extractor
+from tests.conftest import raw_extractor
 from hpd_gguf.llama import Batch, Context, LlamaError
 
 
@@ -25,12 +25,12 @@ def test_a_document_longer_than_the_context(model):
                  {"id": "long", "text": long_text, "attributes": ["Brand", "Size"]},
                  {"id": "after", "text": "Nike Air Max, Red", "attributes": ["Color"]}]
     for mode in ("hpd", "sequential", "json"):
-        results = list(Extractor(model, mode=mode, n_ctx=1024, max_value_tokens=4).extract(documents))
+        results = list(raw_extractor(model, mode=mode, n_ctx=1024, max_value_tokens=4).extract(documents))
         assert [r.id for r in results] == ["short", "long", "after"]
         assert "too long" in results[1].error and results[1].values == {"Brand": None, "Size": None}
         assert results[0].error is None and results[2].error is None
     with pytest.warns(UserWarning, match="truncated"):
-        results = list(Extractor(model, n_ctx=1024, truncate=True, max_value_tokens=4).extract(documents))
+        results = list(raw_extractor(model, n_ctx=1024, truncate=True, max_value_tokens=4).extract(documents))
     assert results[1].error is None and list(results[1].values) == ["Brand", "Size"]
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from hpd_gguf.constraints import Choice, Number, Span, allowed
 from hpd_gguf import Extractor
+from tests.conftest import raw_extractor
 from hpd_gguf.evaluate import evaluate_files, outcome, score
 from hpd_gguf.schema import Attribute, Document, Task
 
@@ -55,7 +56,7 @@ def _constrained(products, kind, values=None):
 
 
 def test_span_constraint_is_exact_on_real_outputs(model, products):
-    results = list(Extractor(model, max_value_tokens=6).extract(_constrained(products, "span")))
+    results = list(raw_extractor(model, max_value_tokens=6).extract(_constrained(products, "span")))
     checked = 0
     for result, product in zip(results, products):
         for value in result.values.values():
@@ -68,8 +69,8 @@ def test_span_constraint_is_exact_on_real_outputs(model, products):
 def test_span_gives_the_models_own_value_or_null(model, products):
     """Span vetoes: where the free value is in the text it stays, otherwise the value is null."""
     tasks = _constrained(products[:8], None)
-    free = list(Extractor(model, mode="sequential", max_value_tokens=6).extract(tasks))
-    spans = list(Extractor(model, mode="sequential", max_value_tokens=6, constraint="span").extract(tasks))
+    free = list(raw_extractor(model, mode="sequential", max_value_tokens=6).extract(tasks))
+    spans = list(raw_extractor(model, mode="sequential", max_value_tokens=6, constraint="span").extract(tasks))
     vetoed = 0
     for a, b, product in zip(free, spans, products):
         for name, value in a.values.items():
@@ -81,8 +82,8 @@ def test_span_gives_the_models_own_value_or_null(model, products):
 
 def test_min_confidence_nulls_only_the_unsure_values(model, products):
     tasks = _constrained(products[:6], None)
-    free = list(Extractor(model, mode="sequential", max_value_tokens=6).extract(tasks))
-    sure = list(Extractor(model, mode="sequential", max_value_tokens=6, min_confidence=0.5).extract(tasks))
+    free = list(raw_extractor(model, mode="sequential", max_value_tokens=6).extract(tasks))
+    sure = list(raw_extractor(model, mode="sequential", max_value_tokens=6, min_confidence=0.5).extract(tasks))
     dropped = 0
     for a, b in zip(free, sure):
         for name, value in a.values.items():
@@ -94,13 +95,29 @@ def test_min_confidence_nulls_only_the_unsure_values(model, products):
     assert dropped > 0
 
 
+def test_the_defaults_give_values_from_the_text_or_null(model, products):
+    """By default (the best settings measured, QUALITY.md) a value is a span of the text that the
+    model gave with confidence 0.5 at least, or null; --constraint none and --min-confidence 0
+    give the model's own answers."""
+    results = list(Extractor(model, max_value_tokens=6).extract(products))
+    raw = {r.id: r for r in raw_extractor(model, max_value_tokens=6).extract(products)}
+    kept = nulled = 0
+    for result, product in zip(results, products):
+        for name, value in result.values.items():
+            if value is not None:
+                kept += 1
+                assert value.lower() in product["text"].lower() and result.confidence[name] >= 0.5
+            nulled += value is None and raw[result.id].values[name] is not None
+    assert kept > 10 and nulled > 0
+
+
 def test_choice_and_number_constraints_are_exact_on_real_outputs(model, products):
     allowed_values = ["Men", "Women", "Kids", "Unisex"]
-    results = list(Extractor(model, max_value_tokens=6).extract(_constrained(products[:8], "choice", allowed_values)))
+    results = list(raw_extractor(model, max_value_tokens=6).extract(_constrained(products[:8], "choice", allowed_values)))
     values = [v for r in results for v in r.values.values() if v is not None]
     assert values and all(v.lower() in {a.lower() for a in allowed_values} for v in values)
     import re
-    results = list(Extractor(model, max_value_tokens=6).extract(_constrained(products[:8], "number")))
+    results = list(raw_extractor(model, max_value_tokens=6).extract(_constrained(products[:8], "number")))
     numbers = [v for r in results for v in r.values.values() if v is not None]
     assert numbers and all(re.fullmatch(r"\d[\d.,/]*(-\d[\d.,/]*)?( ?[A-Za-z]+\.?( [A-Za-z]+\.?)?)?", v) for v in numbers)
 

@@ -3,14 +3,13 @@ the shared preamble and the shared heads of one category's documents."""
 import random
 from collections import Counter
 
-from hpd_gguf import Extractor
 from hpd_gguf.prompt import PromptLayout
 from hpd_gguf.schema import make_task, Document
-from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, trace
+from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, trace, raw_extractor
 
 
 def _hpd(model, documents, **settings):
-    return trace(Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, **settings), documents)
+    return trace(raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, **settings), documents)
 
 
 def test_any_arrival_order_gives_the_sequential_answers(model, products, sequential_reference):
@@ -27,7 +26,7 @@ def test_more_attributes_than_sequence_ids_runs_in_rounds(model, products):
     document = {"id": "wide", "text": products[0]["text"], "category": "Shoes", "attributes": names}
     results, steps = _hpd(model, [document], n_seq_max=8)  # 7 free ids for 20+ branches
     assert list(results[0].values) == names
-    sequential = trace(Extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), [document])
+    sequential = trace(raw_extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), [document])
     assert_matches_sequential(results, steps, ({"wide": sequential[0][0].values}, sequential[1]))
 
 
@@ -36,7 +35,7 @@ def test_budget_smaller_than_one_prefill_is_chunked(model, extract, products, se
     longest = max(len(layout.document(make_task(Document(**p), None)).tokens) for p in products)
     budget = 24
     assert longest - len(layout.preamble) > budget
-    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, batch_tokens=budget)
+    extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, batch_tokens=budget)
     results, steps = trace(extractor, products[:8])
     # 24-token steps change batch shapes the most, so more near-ties part; none may be more
     assert_matches_sequential(results, steps, sequential_reference, floor=0.75)
@@ -59,7 +58,7 @@ def _expected_prompt_tokens(layout, prompts, decoded_heads) -> int:
 
 
 def test_preamble_is_decoded_once(model, products):
-    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
+    extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
     list(extractor.extract(products))
     layout = extractor.layout
     prompts = [layout.document(make_task(Document(**p), None)) for p in products]
@@ -68,7 +67,7 @@ def test_preamble_is_decoded_once(model, products):
     assert _prompt_tokens(extractor, products) == _expected_prompt_tokens(layout, prompts, list(repeated))
     assert all(p.shared >= len(layout.preamble) - 1 for p in prompts)
 
-    static = Extractor(model, mode="hpd-static", max_value_tokens=MAX_VALUE_TOKENS)
+    static = raw_extractor(model, mode="hpd-static", max_value_tokens=MAX_VALUE_TOKENS)
     list(static.extract(products))
     assert _prompt_tokens(static, products) == sum(len(p.tokens) + sum(map(len, p.suffixes)) for p in prompts)
 
@@ -82,9 +81,9 @@ def _same_asks(products, categories):
 
 def test_documents_of_one_category_decode_their_head_once(model, products):
     documents = _same_asks(products[:8], ["Shoes", "Vitamins"] * 4)  # interleaved
-    sequential = trace(Extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), documents)
+    sequential = trace(raw_extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), documents)
     reference = ({r.id: r.values for r in sequential[0]}, sequential[1])
-    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
+    extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
     results, steps = trace(extractor, documents)
     assert_matches_sequential(results, steps, reference)
     layout = extractor.layout
@@ -96,12 +95,12 @@ def test_documents_of_one_category_decode_their_head_once(model, products):
     # heads chunked across steps, released when their category moves on and made again,
     # with few sequence ids: the same answers, nothing left behind to block later documents
     runs = _same_asks(products[:12], ["Shoes"] * 3 + ["Vitamins"] * 3 + ["Shoes"] * 3 + ["Vitamins"] * 3)
-    extractor = Extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, max_resident=2,
+    extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, max_resident=2,
                           batch_tokens=8, n_seq_max=6)
     results, steps = trace(extractor, runs)
     assert [r.id for r in results] == [d["id"] for d in runs]
     prompts = [layout.document(make_task(Document(**d), None)) for d in runs]
     assert _prompt_tokens(extractor, runs) == _expected_prompt_tokens(layout, prompts, list(heads) * 2)
     assert extractor.stats.shared_heads == 4
-    sequential = trace(Extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), runs)
+    sequential = trace(raw_extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), runs)
     assert_matches_sequential(results, steps, ({r.id: r.values for r in sequential[0]}, sequential[1]), floor=0.75)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from hpd_gguf import Extractor, Result
-from tests.conftest import MAX_VALUE_TOKENS, ROOT, Tracer, assert_matches_sequential
+from hpd_gguf import Result
+from tests.conftest import MAX_VALUE_TOKENS, ROOT, Tracer, assert_matches_sequential, raw_extractor
 from tests.test_jobs import kv_in_use, wait_until_idle
 
 httpx = pytest.importorskip("httpx")
@@ -43,7 +43,7 @@ def running(extractor, limits=None, api_key=None):
 
 @pytest.fixture(scope="module")
 def served(model):
-    extractor = Extractor(model, max_value_tokens=MAX_VALUE_TOKENS, max_queued=200)
+    extractor = raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS, max_queued=200)
     limits = Limits(max_documents=50, max_attributes=40, max_body_bytes=100_000)
     with running(extractor, limits) as url:
         yield url, extractor
@@ -153,7 +153,7 @@ def test_bad_requests_get_a_4xx_that_names_the_place(served, products, body, sta
 
 
 def test_a_full_queue_answers_429(model, products):
-    extractor = Extractor(model, max_value_tokens=MAX_VALUE_TOKENS, max_resident=2, max_queued=20)
+    extractor = raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS, max_resident=2, max_queued=20)
     with running(extractor) as url:
         many = [dict(p, id=f"q{p['id']}") for p in products]
         with httpx.stream("POST", f"{url}/v1/extract", json={"documents": many, "stream": True}, timeout=120):
@@ -168,7 +168,7 @@ def test_an_api_key_is_needed_off_loopback_and_checked(model, products):
     done = subprocess.run([sys.executable, "-m", "hpd_gguf", "serve", "smollm2-135m", "--host", "0.0.0.0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "--api-key" in done.stderr
-    with running(Extractor(model, max_value_tokens=2), api_key="s3cret") as url:
+    with running(raw_extractor(model, max_value_tokens=2), api_key="s3cret") as url:
         assert _post(url, {"documents": products[:1]}).status_code == 401
         assert httpx.get(f"{url}/health").status_code == 200
         answer = _post(url, {"documents": products[:1]}, headers={"Authorization": "Bearer s3cret"})
