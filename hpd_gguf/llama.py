@@ -108,6 +108,24 @@ def physical_cores() -> int:
     return max(1, min(count or available or 1, available or 1))
 
 
+QUANTIZATIONS = {"q4_0": C.LLAMA_FTYPE_MOSTLY_Q4_0, "q8_0": C.LLAMA_FTYPE_MOSTLY_Q8_0}
+
+
+def quantize(source: Path, target: Path, kind: str = "q4_0", threads: int | None = None) -> None:
+    """Write `source` requantized to `kind` (formats llama.cpp repacks for AVX2/AVX-512 CPUs)."""
+    _init_backend()
+    params = C.llama_model_quantize_default_params()
+    params.nthread = threads or physical_cores()
+    params.ftype = QUANTIZATIONS[kind]
+    params.allow_requantize = True
+    partial = target.with_name(target.name + ".partial")
+    status = C.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    if status != 0:
+        partial.unlink(missing_ok=True)
+        raise LlamaError(f"llama.cpp could not requantize {source} to {kind} (status {status})")
+    os.replace(partial, target)
+
+
 def check_gguf(path: Path) -> None:
     """Clear errors for files llama.cpp would only log about."""
     if not path.is_file():

