@@ -49,8 +49,8 @@ def interleave(records: list[dict]) -> list[dict]:
 
 def machine() -> str:
     """The CPU's name and the SIMD kernels this llama.cpp build uses."""
-    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    name = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown CPU")
     kernels = [part.split("=")[0].strip() for part in system_info().split("|")
                if part.strip().endswith("= 1") and any(k in part for k in ("AVX", "AMX", "NEON", "SVE"))]
     return f"{name} ({' '.join(kernels) or 'no SIMD kernels'})"

@@ -175,10 +175,11 @@ def _on_ray(model: str, schema: Schema | None, address: str, workers: int | None
         _fail(f"--ray needs the ray extra: pip install 'hpd-gguf[ray]' ({error})")
     settings.pop("threads", None)
     workers = workers or max(1, physical_cores() // threads_per_worker)
-    try:
-        models.resolve(model, _say) if model in models.KNOWN_MODELS else None  # pulled once here, not per actor
-    except models.ModelError as error:
-        _fail(str(error))
+    if model in models.KNOWN_MODELS:
+        try:
+            models.resolve(model, _say)  # pulled once here, not per actor
+        except models.ModelError as error:
+            _fail(str(error))
     distributed.connect(address, workers * threads_per_worker)
     return lambda tasks: distributed.run(tasks, model, schema, workers, threads_per_worker, **settings)
 
@@ -209,14 +210,13 @@ def _progress(files: list[Path], already_done: int):
 def serve(model, host, port, api_key, mode, attributes, schema, **settings):
     """Serve MODEL over HTTP: POST /v1/extract, GET /health, /v1/models, /metrics."""
     try:
-        from .server import LOOPBACK, serve as run_server
+        from .server import check_binding, serve as run_server
     except ImportError as error:
         _fail(f"serve needs the server extra: pip install 'hpd-gguf[server]' ({error})")
-    if host not in LOOPBACK and not api_key:
-        _fail(f"binding {host} needs --api-key (only loopback may go without)")
     try:
+        check_binding(host, api_key)  # before the model loads
         schema_ = _load_schema(schema, attributes)
-    except InputError as error:
+    except (ValueError, InputError) as error:
         _fail(str(error))
     extractor = _extractor(model, schema_, mode=mode, **settings)
     run_server(extractor, Path(model).stem if model.endswith(".gguf") else model, host, port, api_key)
@@ -227,7 +227,7 @@ def info():
     """The backend, its devices and their memory, and the settings the engine would pick here."""
     from dataclasses import asdict
 
-    from .llama import devices, offloaded_layers, physical_cores, supports_gpu_offload, system_info
+    from .llama import devices, offloaded_layers, supports_gpu_offload, system_info
 
     click.echo(f"llama.cpp: {system_info()}")
     click.echo(f"GPU offload: {'yes' if supports_gpu_offload() else 'no (a CPU build)'}")

@@ -14,7 +14,6 @@ so each id comes out once.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -30,9 +29,9 @@ BATCHES_IN_FLIGHT = 1  # calls an actor runs at once (their jobs would share its
                        # nothing over batches of 64 (256 documents, 2 workers: 197.8 vs 195.3 s)
 
 
-def _error_line(row: dict, order: int, message: str) -> str:
+def _error(row: dict, order: int, message: str) -> Result:
     identity = row.get("id") if isinstance(row.get("id"), str) else f"row {order}"
-    return Result(id=identity, values={}, error=message).model_dump_json(exclude_none=True)
+    return Result(id=identity, values={}, error=message)
 
 
 class ExtractWorker:
@@ -47,29 +46,32 @@ class ExtractWorker:
         self.extractor = Extractor(path, schema=Schema.load_dict(schema) if schema else None,
                                    threads=threads, **settings)
 
+    def _task(self, row: dict) -> Task:
+        if "task" in row:  # the CLI's rows, validated on the driver
+            return self.extractor.task(Task.model_validate_json(row["task"]))
+        return self.extractor.task({k: v for k, v in row.items() if k != "order"})
+
     def __call__(self, batch):
         import pyarrow as pa
 
         rows = batch.to_pylist()
         orders = [row.get("order", i) for i, row in enumerate(rows)]
-        lines: list[str | None] = [None] * len(rows)
+        results: list[Result | None] = [None] * len(rows)
         tasks: list[tuple[int, Task]] = []
         for i, row in enumerate(rows):
             try:
-                document = json.loads(row["task"]) if "task" in row else row
-                tasks.append((i, self.extractor.task(Task.model_validate(document) if "task" in row
-                                                     else {k: v for k, v in document.items() if k != "order"})))
+                tasks.append((i, self._task(row)))
             except Exception as error:  # not a document: an error row in its place
-                lines[i] = _error_line(row, orders[i], f"bad document: {error}")
+                results[i] = _error(row, orders[i], f"bad document: {error}")
         try:
             for (i, _), result in zip(tasks, self.extractor.extract(task for _, task in tasks)):
-                lines[i] = result.model_dump_json(exclude_none=True)
+                results[i] = result
         except Exception as error:  # llama.cpp refused: the rest of the batch are error rows
             for i, _ in tasks:
-                if lines[i] is None:
-                    lines[i] = _error_line(rows[i], orders[i], f"extraction failed: {error}")
-        ids = [json.loads(line)["id"] for line in lines]
-        return pa.table({"order": orders, "id": ids, "result": lines})
+                if results[i] is None:
+                    results[i] = _error(rows[i], orders[i], f"extraction failed: {error}")
+        return pa.table({"order": orders, "id": [r.id for r in results],
+                         "result": [r.model_dump_json(exclude_none=True) for r in results]})
 
 
 def extract_dataset(dataset, model: str, schema: Schema | None = None, *, workers: int = 1,
@@ -116,10 +118,10 @@ def run(tasks: Iterable[Task], model: str, schema: Schema | None, workers: int, 
     rows = [{"order": i, "task": task.model_dump_json()} for i, task in enumerate(tasks)]
     if not rows:
         return
-    batch = max(1, min(BATCH_DOCUMENTS, math.ceil(len(rows) / (workers * batches_in_flight))))  # all get work
-    dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / batch))
+    size = max(1, min(BATCH_DOCUMENTS, math.ceil(len(rows) / (workers * batches_in_flight))))  # all get work
+    dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / size))
     results = extract_dataset(dataset, model, schema, workers=workers, threads_per_worker=threads_per_worker,
-                              batch_documents=batch, batches_in_flight=batches_in_flight, **settings)
+                              batch_documents=size, batches_in_flight=batches_in_flight, **settings)
     ready: dict[int, str] = {}
     next_out = 0
     for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):

@@ -20,7 +20,7 @@ from typing import Iterable
 from .jobs import Job, QueueFull
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch, Context
-from .runner import ModelRunner
+from .runner import ModelRunner, null_values
 from .scheduler import Limits, Scheduler
 from .schema import Result
 from .sequence import Branch, DocumentState
@@ -144,9 +144,9 @@ class Engine:
         """Drop cancelled documents; read documents from the jobs in turn until twice the
         resident documents wait."""
         if self._closed:
-            for doc in list(self.scheduler.waiting) + self.scheduler.running:
+            for doc in self.scheduler.documents():
                 doc.job.cancel()
-        for doc in [d for d in list(self.scheduler.waiting) + self.scheduler.running if d.job.cancelled]:
+        for doc in [d for d in self.scheduler.documents() if d.job.cancelled]:
             self.scheduler.cancel(doc)
         with self._lock:
             self._jobs = [j for j in self._jobs if not (j.exhausted or j.cancelled or j.finished)]
@@ -180,7 +180,7 @@ class Engine:
         if self.scheduler.can_ever_run(doc):
             self.scheduler.add(doc)
         else:
-            self._deliver(job, index, Result(id=task.id, values={n: None for n in task.names},
+            self._deliver(job, index, Result(id=task.id, values=null_values(task),
                                              error="document does not fit in the KV cache"))
         return True
 
@@ -209,7 +209,7 @@ class Engine:
         """End every job in flight with `error` (results before its first lost document stand)
         and start the next work on a fresh context."""
         lost: dict[Job, int] = {}
-        for doc in (list(self.scheduler.waiting) + self.scheduler.running) if self.scheduler else []:
+        for doc in self.scheduler.documents() if self.scheduler else []:
             lost[doc.job] = min(lost.get(doc.job, doc.index), doc.index)
         with self._lock:
             for job in self._jobs:

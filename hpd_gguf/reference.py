@@ -13,7 +13,7 @@ from typing import Iterator
 from .constraints import accepts, make_constraint
 from .llama import Batch, Context
 from .prompt import common_prefix
-from .runner import ModelRunner
+from .runner import ModelRunner, null_values
 from .schema import Result, Task, clean_value
 from .sequence import Branch, DocumentState, Stops
 
@@ -81,7 +81,7 @@ def cached_tokens(context: Context, tokens: list[int]) -> list[int]:
 
 def parse_json_answer(task: Task, text: str, confidence: float = 1.0) -> Result:
     """Values from the first JSON object in a generated answer; missing keys are null."""
-    values: dict[str, str | None] = {name: None for name in task.names}
+    values: dict[str, str | None] = null_values(task)
     match = re.search(r"\{.*\}", text, re.DOTALL)
     parsed = None
     if match:

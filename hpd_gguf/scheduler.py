@@ -46,6 +46,10 @@ class Scheduler:
     def idle(self) -> bool:
         return not self.waiting and not self.running
 
+    def documents(self) -> list[DocumentState]:
+        """Every waiting and running document."""
+        return list(self.waiting) + self.running
+
     def can_ever_run(self, doc: DocumentState) -> bool:
         """Whether a document could ever run: its segment plus one branch in an empty cache."""
         return len(doc.pending) + max((b.cells for b in doc.branches), default=0) <= self.kv.free_cells
@@ -123,9 +127,7 @@ class Scheduler:
         if self.kv.free_seqs < seqs or cells > self.kv.free_cells:
             return False
         self.waiting.popleft()
-        self._waiting_heads[doc.prompt.head] -= 1
-        if not self._waiting_heads[doc.prompt.head]:
-            del self._waiting_heads[doc.prompt.head]  # or a long input piles up keys
+        self._forget_waiting_head(doc)
         share = self.share_preamble and doc.pos > 0
         if new_head:  # another waiting document asks the same of the same category
             head = self.heads[key] = SharedHead(pos=doc.pos, pending=list(key), key=key)
@@ -172,9 +174,7 @@ class Scheduler:
         and cells, its own segment, its share of a head."""
         if doc.status is Status.WAITING:
             self.waiting.remove(doc)
-            self._waiting_heads[doc.prompt.head] -= 1
-            if not self._waiting_heads[doc.prompt.head]:
-                del self._waiting_heads[doc.prompt.head]
+            self._forget_waiting_head(doc)
         elif doc in self.running:
             for branch in doc.started_branches():
                 if not branch.finished:
@@ -183,12 +183,17 @@ class Scheduler:
                 self.kv.close(doc.seq, doc.cells)  # its segment's sequence is still open
             else:
                 self.kv.release_cells(doc.cells)
-            if doc in self._awaiting_head:
+            if doc.status is Status.AWAITING_HEAD:
                 self._awaiting_head.remove(doc)
             self.running.remove(doc)
             self._leave_head(doc)
         doc.status = Status.CANCELLED
         self._drop_unused_heads()
+
+    def _forget_waiting_head(self, doc: DocumentState) -> None:
+        self._waiting_heads[doc.prompt.head] -= 1
+        if not self._waiting_heads[doc.prompt.head]:
+            del self._waiting_heads[doc.prompt.head]  # or a long input piles up keys
 
     def _leave_head(self, doc: DocumentState) -> None:
         if doc.head is not None:

@@ -33,6 +33,11 @@ from .schema import Document, Result
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def check_binding(host: str, api_key: str | None) -> None:
+    if host not in LOOPBACK and not api_key:
+        raise ValueError(f"binding {host} needs --api-key (only loopback may go without)")
+
+
 class Limits(BaseModel):
     max_body_bytes: int = 8 * 1024 * 1024
     max_documents: int = 1024  # per request
@@ -139,11 +144,7 @@ def _parse(body: bytes, extractor: Extractor, limits: Limits) -> tuple[list, boo
     try:
         request = ExtractRequest.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = [str(part) for part in first["loc"]]
-        if where[:1] == ["documents"] and len(where) > 1:
-            raise BadRequest(422, first["msg"], int(where[1]), ".".join(where[2:]) or None) from None
-        raise BadRequest(422, first["msg"], field=".".join(where) or None) from None
+        raise _unprocessable(error) from None
     if len(request.documents) > limits.max_documents:
         raise BadRequest(413, f"{len(request.documents)} documents, at most {limits.max_documents} a request",
                          field="documents")
@@ -158,8 +159,7 @@ def _parse(body: bytes, extractor: Extractor, limits: Limits) -> tuple[list, boo
         try:
             task = extractor.task(Document.model_validate(fields))
         except ValidationError as error:
-            first = error.errors()[0]
-            raise BadRequest(422, first["msg"], index, ".".join(map(str, first["loc"])) or None) from None
+            raise _unprocessable(error, index) from None
         except ValueError as error:  # no attributes for it anywhere
             raise BadRequest(422, str(error), index, "attributes") from None
         if task.id in ids:
@@ -167,6 +167,15 @@ def _parse(body: bytes, extractor: Extractor, limits: Limits) -> tuple[list, boo
         ids.add(task.id)
         tasks.append(task)
     return tasks, request.stream
+
+
+def _unprocessable(error: ValidationError, document: int | None = None) -> BadRequest:
+    """A 422 naming the first invalid field, and its document (given, or from the location)."""
+    first = error.errors()[0]
+    where = [str(part) for part in first["loc"]]
+    if document is None and where[:1] == ["documents"] and len(where) > 1:
+        document, where = int(where[1]), where[2:]
+    return BadRequest(422, first["msg"], document, ".".join(where) or None)
 
 
 def _check_names(names: list, limits: Limits, document: int | None) -> None:
@@ -234,6 +243,5 @@ def serve(extractor: Extractor, model_name: str, host: str = "127.0.0.1", port: 
           api_key: str | None = None, log_level: str = "info") -> None:
     import uvicorn
 
-    if host not in LOOPBACK and not api_key:
-        raise ValueError(f"binding {host} needs --api-key (only loopback may go without)")
+    check_binding(host, api_key)
     uvicorn.run(create_app(extractor, model_name, api_key), host=host, port=port, log_level=log_level)
