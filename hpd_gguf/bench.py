@@ -10,7 +10,7 @@ from .extractor import Extractor
 from .evaluate import score
 from .jsonl import load_jsonl
 from .llama import Batch, Context, Model, offloaded_layers, physical_cores, system_info
-from .schema import Document, Result, Task, make_task
+from .schema import Document, Result, Schema, Task, make_task
 
 
 @dataclass
@@ -156,9 +156,10 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_mode(model: Model, tasks: list[Task], mode: str, **settings) -> tuple[ModeRun, list[Result]]:
+def run_mode(model: Model, tasks: list[Task], mode: str, schema: Schema | None = None,
+             **settings) -> tuple[ModeRun, list[Result]]:
     """One mode over the tasks; peak RSS is sampled after every decode of this run alone."""
-    extractor = Extractor(model, mode=mode, **settings)
+    extractor = Extractor(model, mode=mode, schema=schema, **settings)
     peak = _rss_mb()
 
     def sample(branches, logits):
@@ -176,7 +177,7 @@ def run_mode(model: Model, tasks: list[Task], mode: str, **settings) -> tuple[Mo
 
 def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | None = None,
               gold: bool = False, scaling: bool = False, sweep: bool = False, log=print,
-              interleaved: bool = False, **settings) -> Report:
+              interleaved: bool = False, schema: Schema | None = None, **settings) -> Report:
     records = load_jsonl(docs_path)
     records = (interleave(records) if interleaved else records)[:limit]
     if scaling:
@@ -185,7 +186,7 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
                                                 if k in r}), None) for r in records]
     model = Model(model_path, offloaded_layers(settings.get("n_gpu_layers", -1)))
     threads = settings.get("threads") or physical_cores()
-    probe = Extractor(model, mode="hpd", **settings).layout.document(tasks[0]).tokens
+    probe = Extractor(model, mode="hpd", schema=schema, **settings).layout.document(tasks[0]).tokens
     batch_tokens = settings.get("batch_tokens", 512)
     prefill, output_cost = measure_prefill(model, probe, batch_tokens, threads)
     report = Report(model_path.name, len(tasks), threads, prefill, output_cost, machine=machine(),
@@ -193,7 +194,7 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
     outputs: dict[str, list[Result]] = {}
     for mode in modes:
         log(f"bench: {mode} on {len(tasks)} documents ...")
-        run, outputs[mode] = run_mode(model, tasks, mode, **settings)
+        run, outputs[mode] = run_mode(model, tasks, mode, schema, **settings)
         if gold:
             scores = score(records, {r.id: r.values for r in outputs[mode]})
             run.f1, run.f1_case_insensitive = scores.exact.f1, scores.folded.f1

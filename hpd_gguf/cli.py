@@ -14,10 +14,11 @@ from tqdm import tqdm
 from . import models
 from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
+from .examples import read_examples
 from .jsonl import Rejected, ResultWriter, input_files, read_tasks
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
-from .settings import MODES, Settings, cli_fields
+from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields
 
 EXIT_REJECTED = 2
 
@@ -42,14 +43,18 @@ def main():
     warnings.showwarning = _show_warning
 
 
-def _load_schema(schema: str | None, attributes: str | None) -> Schema | None:
+def _load_schema(schema: str | None, attributes: str | None, examples: str | None = None) -> Schema | None:
     if schema and attributes:
         raise InputError("--schema/--attributes", "give one of them, not both")
-    if schema:
-        return Schema.load(schema)
-    if attributes:
-        return Schema.from_attribute_list(attributes)
-    return None
+    loaded = Schema.load(schema) if schema else Schema.from_attribute_list(attributes) if attributes else None
+    if examples:
+        loaded = (loaded or Schema(categories={})).with_examples(read_examples(examples))
+    return loaded
+
+
+examples_option = click.option("--examples", type=click.Path(dir_okay=False),
+                               help="JSONL of labeled documents (id, text, category, gold or values): worked "
+                                    "examples per category.")
 
 
 def _extractor(model: str, schema: Schema | None, **settings) -> Extractor:
@@ -60,7 +65,8 @@ def _extractor(model: str, schema: Schema | None, **settings) -> Extractor:
 
 
 _OPTION_TYPES = {"threads": int, "constraint": click.Choice(["span", "number", "none"]),
-                 "min_confidence": click.FloatRange(0, 1)}
+                 "min_confidence": click.FloatRange(0, 1), "examples_per_category": click.IntRange(0),
+                 "example_choice": click.Choice(EXAMPLE_CHOICES)}
 
 
 def with_model_options(function):
@@ -95,6 +101,7 @@ class _Stop:
 @click.option("--mode", type=click.Choice(MODES), default=Settings.mode, show_default=True)
 @click.option("--attributes", help='Attributes for every document, e.g. "Brand,Color".')
 @click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
+@examples_option
 @click.option("--strict", is_flag=True, help="Stop at the first bad input line.")
 @click.option("--resume", is_flag=True, help="Keep the output's complete lines and skip their ids.")
 @click.option("--truncate", is_flag=True, help="Cut documents longer than the context (with a warning).")
@@ -106,12 +113,12 @@ class _Stop:
 @click.option("--batches-in-flight", type=click.IntRange(1), default=BATCHES_IN_FLIGHT, show_default=True,
               help="Batches each Ray actor runs at once, sharing its engine's steps.")
 @with_model_options
-def run(model, docs, output, mode, attributes, schema, strict, resume, truncate, ray_address, workers,
+def run(model, docs, output, mode, attributes, schema, examples, strict, resume, truncate, ray_address, workers,
         threads_per_worker, batches_in_flight, **settings):
     """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
     JSONL file, a glob or a directory of them (Parquet too)."""
     try:
-        schema_ = _load_schema(schema, attributes)
+        schema_ = _load_schema(schema, attributes, examples)
         files = input_files(docs)
     except InputError as error:
         _fail(str(error))
@@ -206,8 +213,9 @@ def _progress(files: list[Path], already_done: int):
 @click.option("--mode", type=click.Choice(["hpd", "hpd-static"]), default=Settings.mode, show_default=True)
 @click.option("--attributes", help='Attributes for documents that name none, e.g. "Brand,Color".')
 @click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
+@examples_option
 @with_model_options
-def serve(model, host, port, api_key, mode, attributes, schema, **settings):
+def serve(model, host, port, api_key, mode, attributes, schema, examples, **settings):
     """Serve MODEL over HTTP: POST /v1/extract, GET /health, /v1/models, /metrics."""
     try:
         from .server import check_binding, serve as run_server
@@ -215,7 +223,7 @@ def serve(model, host, port, api_key, mode, attributes, schema, **settings):
         _fail(f"serve needs the server extra: pip install 'hpd-gguf[server]' ({error})")
     try:
         check_binding(host, api_key)  # before the model loads
-        schema_ = _load_schema(schema, attributes)
+        schema_ = _load_schema(schema, attributes, examples)
     except (ValueError, InputError) as error:
         _fail(str(error))
     extractor = _extractor(model, schema_, mode=mode, **settings)
@@ -274,11 +282,12 @@ def models_pull(name, optimize):
 @click.option("--interleave", is_flag=True, help="Take the categories in turn (before --limit).")
 @click.option("--modes", default="naive,sequential,json,hpd-static,hpd", show_default=True)
 @click.option("--gold", is_flag=True, help="Also score each mode against the file's gold values.")
+@examples_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures as JSON.")
 @click.option("--scaling", is_flag=True, help="Also run the hpd scaling table.")
 @click.option("--sweep", is_flag=True, help="Also run hpd over token budgets x resident documents.")
 @with_model_options
-def bench(model, docs, limit, interleave, modes, gold, json_out, scaling, sweep, **settings):
+def bench(model, docs, limit, interleave, modes, gold, examples, json_out, scaling, sweep, **settings):
     """Run the modes one after another on the same documents and compare them."""
     from .bench import run_bench
 
@@ -287,11 +296,12 @@ def bench(model, docs, limit, interleave, modes, gold, json_out, scaling, sweep,
     if unknown:
         _fail(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     try:
+        schema = _load_schema(None, None, examples)
         path = models.resolve(model, _say)
-    except models.ModelError as error:
+    except (models.ModelError, InputError) as error:
         _fail(str(error))
     report = run_bench(path, docs, chosen, limit=limit, gold=gold, scaling=scaling, sweep=sweep, log=_say,
-                       interleaved=interleave, **settings)
+                       interleaved=interleave, schema=schema, **settings)
     click.echo(report.table())
     if json_out:
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2))

@@ -43,7 +43,7 @@ class ExtractWorker:
             raise FileNotFoundError(f"model file {model} not found on node {socket.gethostname()}: "
                                     "a path must exist on every node")
         path = models.resolve(model)  # a known name missing here is pulled, its sha256 checked
-        self.extractor = Extractor(path, schema=Schema.load_dict(schema) if schema else None,
+        self.extractor = Extractor(path, schema=Schema.model_validate(schema) if schema else None,
                                    threads=threads, **settings)
 
     def _task(self, row: dict) -> Task:
@@ -88,7 +88,7 @@ def extract_dataset(dataset, model: str, schema: Schema | None = None, *, worker
         ExtractWorker, batch_format="pyarrow", batch_size=batch_documents, compute=pool, num_cpus=threads_per_worker,
         fn_constructor_kwargs={"model": model if model in models.KNOWN_MODELS else str(Path(model).resolve()),
                                "models_dir": str(models.models_dir().resolve()), "threads": threads_per_worker,
-                               "settings": settings, "schema": schema.model_dump()["categories"] if schema else None})
+                               "settings": settings, "schema": schema.model_dump() if schema else None})
 
 
 def connect(address: str, cpus: int) -> None:

@@ -133,11 +133,14 @@ class Engine:
         self.runner.count(self.context)
 
     def _cells(self) -> int:
-        """KV cells for the resident documents (estimated from the preamble and budgets)."""
+        """KV cells for the resident documents (estimated from the preamble, the categories'
+        examples and the budgets)."""
         s = self.runner.settings
         preamble = len(self.runner.layout.preamble)
-        per_document = 96 + (0 if self.continuous else preamble)
-        return preamble + s.max_resident * per_document + (s.n_seq_max - 1) * (8 + s.max_value_tokens) + \
+        examples = self.runner.examples
+        heads = min(s.max_resident, len(examples.by_category)) * examples.head_characters() // 3  # ~3 chars a token
+        per_document = 96 + (0 if self.continuous else preamble + examples.head_characters() // 3)
+        return preamble + heads + s.max_resident * per_document + (s.n_seq_max - 1) * (8 + s.max_value_tokens) + \
             2 * s.batch_tokens
 
     def _intake(self) -> None:

@@ -166,14 +166,17 @@ class ResultWriter:
             self._out.close()
 
 
-def load_jsonl(path: str | Path) -> list[dict]:
-    """All objects of a trusted JSONL file (gold or predictions); bad lines raise InputError."""
-    records = []
+def load_jsonl_lines(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) for each line of a trusted JSONL file; a bad line raises InputError."""
     for number, raw in read_lines(path):
         if raw is not None and not raw.strip():
             continue
         try:
-            records.append(parse_line(raw))
+            yield f"{path}:{number}", parse_line(raw)
         except ValueError as error:
             raise InputError(f"{path}:{number}", str(error)) from None
-    return records
+
+
+def load_jsonl(path: str | Path) -> list[dict]:
+    """All objects of a trusted JSONL file (gold or predictions); bad lines raise InputError."""
+    return [record for _, record in load_jsonl_lines(path)]

@@ -10,8 +10,8 @@ attribute alone it is
 and the three token lists concatenate to exactly the tokenization of that whole prompt: the
 split points are longest common token prefixes, so a tokenizer merge across a boundary moves
 the boundary instead of changing a token.  The document segment starts with its head (the
-category and the attribute names), the same for every document that asks the same of the
-same category.
+category's own worked examples, when it has some, then the category and the attribute names),
+the same for every document that asks the same of the same category.
 """
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ import re
 import warnings
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import Callable
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .examples import Shown
 from .llama import Model
 from .schema import NULL_TEXT, Attribute, Document, Task
 
@@ -37,8 +39,9 @@ JSON_INSTRUCTIONS = (
     "as short as possible. If the title does not state the attribute, the value is null."
 )
 
-# Worked examples, shown as earlier turns of the conversation (part of the shared preamble).
-EXAMPLES: list[tuple[str, str, dict[str, str | None]]] = [
+# Worked examples, shown as earlier turns of the conversation (part of the shared preamble) to
+# documents of categories without examples of their own (examples.py).
+EXAMPLES: list[Shown] = [
     ("Levi's Men's 501 Original Fit Jeans, Dark Stonewash, 32W x 30L", "Clothing",
      {"Brand": "Levi's", "Gender": "Men's", "Model": "501 Original Fit", "Color": "Dark Stonewash",
       "Size": "32W x 30L", "Material": None}),
@@ -92,7 +95,7 @@ class PromptLayout:
 
     def __init__(self, model: Model, answer_format: str = "lines",
                  instructions: str | None = None, attributes: list[Attribute] | None = None,
-                 examples: list[tuple[str, str, dict[str, str | None]]] | None = None):
+                 examples: list[Shown] | None = None, picker: Callable[[Task], list[Shown] | None] | None = None):
         self.model = model
         self.answer_format = answer_format
         template = model.chat_template
@@ -106,13 +109,14 @@ class PromptLayout:
         self._eos_text = model.metadata_token("tokenizer.ggml.eos_token_id")
         default = JSON_INSTRUCTIONS if answer_format == "json" else INSTRUCTIONS
         self._system = [instructions or default] + _described(attributes or [])
-        self.examples = EXAMPLES if examples is None else examples
+        self.examples = EXAMPLES if examples is None else examples  # for categories without their own
+        self.picker = picker  # a task's examples of its category (examples.py), or None
         placeholder = Task(document=Document(id="", text="x", category="x"), attributes=[Attribute(name="x")])
-        pieces, first_document_piece, _ = self._pieces(placeholder)
+        pieces, first_document_piece, _ = self._pieces(placeholder, own_examples=False)
         self.preamble = self._tokens(pieces[:first_document_piece])
 
     # rendering
-    def _pieces(self, task: Task) -> tuple[list[str], int, int]:
+    def _pieces(self, task: Task, own_examples: bool = True) -> tuple[list[str], int, int]:
         """The rendered prompt as pieces (Untrusted where the user wrote them), the index of
         the first piece that depends on the document, and that of the document's text."""
         parts: list[str] = []
@@ -123,9 +127,11 @@ class PromptLayout:
 
         system = "\n\n".join(put(s) if isinstance(s, Untrusted) else s for s in self._system)
         messages = [{"role": "system", "content": system}]
-        for text, category, values in self.examples:
-            messages += [{"role": "user", "content": _user_message(text, category, list(values))},
-                         {"role": "assistant", "content": _answer(values, self.answer_format)}]
+        examples = (own_examples and self.picker and self.picker(task)) or self.examples
+        for text, category, values in examples:
+            messages += [{"role": "user", "content": _user_message(put(text), category and put(category),
+                                                                   [put(name) for name in values])},
+                         {"role": "assistant", "content": put(_answer(values, self.answer_format))}]
         first_document_part = len(parts)
         document = task.document
         names = [put(n) for n in task.names]

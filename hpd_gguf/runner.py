@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .constraints import constrained_choice
+from .examples import ExamplePicker
 from .llama import Batch, Context, Model, physical_cores
 from .prompt import DocumentPrompt, PromptLayout
 from .sampling import Greedy
@@ -34,9 +35,14 @@ def null_values(task: Task) -> dict[str, None]:
 class ModelRunner:
     def __init__(self, model: Model, settings: Settings, schema: Schema | None = None):
         self.model, self.settings, self.schema = model, settings, schema
-        described = schema.all_attributes() if schema else None
         answer_format = "json" if settings.mode == "json" else "lines"
-        self.layout = PromptLayout(model, answer_format, attributes=described)
+        self.examples = ExamplePicker(schema.examples if schema else [], settings.examples_per_category,
+                                      settings.example_choice)
+        generic = schema.generic_examples if schema else None
+        self.layout = PromptLayout(model, answer_format, instructions=schema and schema.instructions,
+                                   attributes=schema.all_attributes() if schema else None,
+                                   examples=None if generic is None else [(e.text, e.category, e.values) for e in generic],
+                                   picker=self.examples)
         pieces = model.pieces
         has_newline = np.fromiter((b"\n" in p for p in pieces), bool, len(pieces))
         eog = model.end_of_generation_mask()

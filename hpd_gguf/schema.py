@@ -77,11 +77,33 @@ class Attribute(BaseModel):
         return self
 
 
+class Example(BaseModel):
+    """A labeled document: its text and its values (`values`, or `gold` as in eval files)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    id: str | None = None
+    text: str = Field(min_length=1)
+    category: str | None = None
+    values: dict[str, str | None]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gold_is_values(cls, data):
+        if isinstance(data, dict) and "values" not in data and "gold" in data:
+            data = {**data, "values": data["gold"]}
+        return data
+
+
 class Schema(BaseModel):
-    """Attributes per category; `"*"` applies to documents with no category entry."""
+    """Attributes per category; `"*"` applies to documents with no category entry.  Optionally
+    labeled examples per category, the instructions, and generic examples that replace the
+    built-in ones (prompt.py)."""
 
     model_config = ConfigDict(extra="forbid")
     categories: dict[str, list[Attribute]]
+    examples: list[Example] = []  # labeled documents, each of its category
+    instructions: str | None = Field(default=None, min_length=1)
+    generic_examples: list[Example] | None = None
 
     @field_validator("categories")
     @classmethod
@@ -104,7 +126,7 @@ class Schema(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "Schema":
-        """Read `{category: [name or {name, description, constraint, values}]}` from JSON."""
+        """Read a schema file (README: the schema file)."""
         path = Path(path)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -117,16 +139,44 @@ class Schema(BaseModel):
 
     @classmethod
     def load_dict(cls, raw, where: str = "schema") -> "Schema":
+        """`{category: [name or {name, description, constraint, values}] or {"attributes": [...],
+        "examples": [{text, values}]}}`, or that as `"categories"` beside `"instructions"` and
+        generic `"examples"`."""
         if not isinstance(raw, dict) or not raw:
             raise InputError(where, "a schema is a non-empty object mapping category to attributes")
+        wrapped = isinstance(raw.get("categories"), dict) and set(raw) <= {"categories", "instructions", "examples"}
+        categories = raw["categories"] if wrapped else raw
+        if not categories:
+            raise InputError(where, "'categories' must map at least one category to attributes")
+        fields = {"categories": {}, "examples": []}
+        if wrapped:
+            fields.update(instructions=raw.get("instructions"), generic_examples=raw.get("examples"))
+        for category, entry in categories.items():
+            if isinstance(entry, dict):
+                unknown = set(entry) - {"attributes", "examples"}
+                if unknown or "attributes" not in entry:
+                    raise InputError(where, f"category {category!r}: an object here has 'attributes' and "
+                                            f"optionally 'examples'" + (f", not {sorted(unknown)}" if unknown else ""))
+                examples = entry.get("examples") or []
+                if not isinstance(examples, list):
+                    raise InputError(where, f"category {category!r}: 'examples' must be a list")
+                for i, example in enumerate(examples):
+                    try:
+                        fields["examples"].append(Example.model_validate({**example, "category": category}
+                                                                         if isinstance(example, dict) else example))
+                    except ValidationError as error:
+                        raise InputError(where, f"category {category!r}: {_first_error(error, 'examples', i)}") from None
+                entry = entry["attributes"]
+            fields["categories"][category] = [Attribute(name=a) if isinstance(a, str) else a for a in entry] \
+                if isinstance(entry, list) else entry
         try:
-            return cls(categories={
-                category: [Attribute(name=a) if isinstance(a, str) else a for a in attributes]
-                if isinstance(attributes, list) else attributes
-                for category, attributes in raw.items()
-            })
+            return cls(**fields)
         except ValidationError as error:
             raise InputError(where, _first_error(error)) from None
+
+    def with_examples(self, examples: list[Example]) -> "Schema":
+        """This schema with more labeled examples."""
+        return self.model_copy(update={"examples": self.examples + examples})
 
     def attributes_for(self, category: str | None) -> list[Attribute] | None:
         if category is not None and category in self.categories:
@@ -147,9 +197,9 @@ class Schema(BaseModel):
         return list(seen.values())
 
 
-def _first_error(error: ValidationError) -> str:
+def _first_error(error: ValidationError, *within) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
+    where = ".".join(str(part) for part in within + first["loc"])
     return f"{where}: {first['msg']}" if where else first["msg"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 MODES = ("hpd", "hpd-static", "sequential", "naive", "json")
+EXAMPLE_CHOICES = ("fixed", "similar")
 DEFAULT_POSITIONS = 16384  # per sequence, unless n_ctx says otherwise
 
 
@@ -33,6 +34,10 @@ class Settings:
                                              "constraint).")
     min_confidence: float = _option(0.5, "Values less confident than this become null (0: keep all; not in "
                                          "json mode).")
+    examples_per_category: int = _option(4, "Labeled examples shown per category (--examples, schema "
+                                            "'examples'; 0: the built-in generic ones).")
+    example_choice: str = _option("fixed", "fixed: the same examples for a category's documents (those stating "
+                                           "the most attributes asked); similar: the most similar per document.")
     flash_attention: bool = _option(True, "Flash attention.", cli=False)
     kv_f32: bool = _option(False, "Keep the KV cache in f32.", cli=False)
     max_queued: int = _option(4096, "Documents waiting at most, over all jobs (serve: 429 past it).",
@@ -41,6 +46,8 @@ class Settings:
     def __post_init__(self):
         if self.constraint == "none":
             self.constraint = None
+        if self.example_choice not in EXAMPLE_CHOICES:
+            raise ValueError(f"unknown example choice {self.example_choice!r}; choose from {', '.join(EXAMPLE_CHOICES)}")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
 

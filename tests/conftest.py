@@ -108,3 +108,18 @@ def assert_matches_sequential(results, steps, reference, floor=0.85):
     unexplained = [key for key in differing if not parting_is_a_near_tie(steps[key], reference_steps[key])]
     assert not unexplained, f"values part from sequential without a near-tie: {unexplained}"
     assert 1 - len(differing) / len(keys) >= floor, f"{len(differing)} of {len(keys)} values differ"
+
+
+def prompt_tokens_decoded(extractor, documents) -> int:
+    """Prompt tokens the run decoded: every decoded token but the values fed back (each of
+    which, like the last suffix token of each branch, has logits)."""
+    branches = sum(len(d["attributes"]) for d in documents)
+    return extractor.stats.tokens - (extractor.stats.outputs - branches)
+
+
+def expected_prompt_tokens(layout, prompts, decoded_heads) -> int:
+    """The preamble once, the shared heads as often as they are made, then each document's own
+    segment and suffixes."""
+    return len(layout.preamble) + sum(map(len, decoded_heads)) + sum(
+        len(p.tokens) - (p.head_end if p.head in decoded_heads else p.shared) + sum(map(len, p.suffixes))
+        for p in prompts)

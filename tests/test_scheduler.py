@@ -5,7 +5,8 @@ from collections import Counter
 
 from hpd_gguf.prompt import PromptLayout
 from hpd_gguf.schema import make_task, Document
-from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, trace, raw_extractor
+from tests.conftest import (MAX_VALUE_TOKENS, assert_matches_sequential, expected_prompt_tokens,
+                            prompt_tokens_decoded, raw_extractor, trace)
 
 
 def _hpd(model, documents, **settings):
@@ -42,21 +43,6 @@ def test_budget_smaller_than_one_prefill_is_chunked(model, extract, products, se
     assert extractor.stats.tokens / extractor.stats.decode_calls <= budget
 
 
-def _prompt_tokens(extractor, documents) -> int:
-    """Prompt tokens the run decoded: every decoded token but the values fed back (each of
-    which, like the last suffix token of each branch, has logits)."""
-    branches = sum(len(d["attributes"]) for d in documents)
-    return extractor.stats.tokens - (extractor.stats.outputs - branches)
-
-
-def _expected_prompt_tokens(layout, prompts, decoded_heads) -> int:
-    """The preamble once, the shared heads as often as they are made, then each document's own
-    segment and suffixes."""
-    return len(layout.preamble) + sum(map(len, decoded_heads)) + sum(
-        len(p.tokens) - (p.head_end if p.head in decoded_heads else p.shared) + sum(map(len, p.suffixes))
-        for p in prompts)
-
-
 def test_preamble_is_decoded_once(model, products):
     extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS)
     list(extractor.extract(products))
@@ -64,12 +50,12 @@ def test_preamble_is_decoded_once(model, products):
     prompts = [layout.document(make_task(Document(**p), None)) for p in products]
     repeated = {head for head, n in Counter(p.head for p in prompts).items() if n > 1}
     assert len(repeated) == 1  # t08 and t09 ask the same of Coffee
-    assert _prompt_tokens(extractor, products) == _expected_prompt_tokens(layout, prompts, list(repeated))
+    assert prompt_tokens_decoded(extractor, products) == expected_prompt_tokens(layout, prompts, list(repeated))
     assert all(p.shared >= len(layout.preamble) - 1 for p in prompts)
 
     static = raw_extractor(model, mode="hpd-static", max_value_tokens=MAX_VALUE_TOKENS)
     list(static.extract(products))
-    assert _prompt_tokens(static, products) == sum(len(p.tokens) + sum(map(len, p.suffixes)) for p in prompts)
+    assert prompt_tokens_decoded(static, products) == sum(len(p.tokens) + sum(map(len, p.suffixes)) for p in prompts)
 
 
 def _same_asks(products, categories):
@@ -90,7 +76,7 @@ def test_documents_of_one_category_decode_their_head_once(model, products):
     prompts = [layout.document(make_task(Document(**d), None)) for d in documents]
     heads = {p.head for p in prompts}
     assert len(heads) == 2 and all(len(h) >= 10 for h in heads)
-    assert _prompt_tokens(extractor, documents) == _expected_prompt_tokens(layout, prompts, list(heads))
+    assert prompt_tokens_decoded(extractor, documents) == expected_prompt_tokens(layout, prompts, list(heads))
 
     # heads chunked across steps, released when their category moves on and made again,
     # with few sequence ids: the same answers, nothing left behind to block later documents
@@ -100,7 +86,7 @@ def test_documents_of_one_category_decode_their_head_once(model, products):
     results, steps = trace(extractor, runs)
     assert [r.id for r in results] == [d["id"] for d in runs]
     prompts = [layout.document(make_task(Document(**d), None)) for d in runs]
-    assert _prompt_tokens(extractor, runs) == _expected_prompt_tokens(layout, prompts, list(heads) * 2)
+    assert prompt_tokens_decoded(extractor, runs) == expected_prompt_tokens(layout, prompts, list(heads) * 2)
     assert extractor.stats.shared_heads == 4
     sequential = trace(raw_extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), runs)
     assert_matches_sequential(results, steps, ({r.id: r.values for r in sequential[0]}, sequential[1]), floor=0.75)

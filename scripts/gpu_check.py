@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Every mode on the same documents with each stand-in model, on the GPU (or, with --cpu, on
+the CPU backend); hpd checked against sequential and against the CPU backend; one table.
+
+Run by scripts/gpu_check.sh, which prepares what it needs.  The stand-ins have made-up weights
+(scripts/make_standin.py), so values are not words: the figures are speed and agreement.  With
+made-up weights no value ends early, so every mode decodes --max-value-tokens per value.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from hpd_gguf import Extractor
+from hpd_gguf.bench import run_bench
+from hpd_gguf.jsonl import load_jsonl
+from hpd_gguf.llama import Model, devices, supports_gpu_offload, system_info
+from hpd_gguf.settings import MODES
+
+RAW = {"constraint": None, "min_confidence": 0.0}  # the model's own values: nothing cut short
+
+
+def same_share(a: list, b: list) -> float:
+    pairs = [(x.values[k], y.values[k]) for x, y in zip(a, b) for k in x.values]
+    return sum(x == y for x, y in pairs) / max(1, len(pairs))
+
+
+def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
+    gpu_layers = 0 if args.cpu else -1
+    settings = {**RAW, "max_value_tokens": args.max_value_tokens, "n_gpu_layers": gpu_layers}
+    report = run_bench(path, str(docs), list(MODES), limit=args.limit, log=lambda m: print(m, file=sys.stderr),
+                       **settings)
+    print(report.table(), file=sys.stderr)
+    runs = {r.mode: r for r in report.runs}
+    problems = [f"{path.name}: {report.failed} failed"] if report.failed else []
+    hpd, sequential = runs.get("hpd"), runs.get("sequential")
+    if hpd is None or sequential is None:
+        return {"model": path.name, "runs": report.as_dict()["runs"]}, problems + [f"{path.name}: no hpd/sequential run"]
+    hpd_vs_sequential = hpd.same_as_sequential / hpd.values
+    # the CPU backend on the first documents, against this backend's hpd values
+    records = load_jsonl(docs)[: args.cpu_documents]
+    cpu = Extractor(Model(path, 0), mode="hpd", **{**settings, "n_gpu_layers": 0})
+    here = Extractor(Model(path, gpu_layers), mode="hpd", **settings)
+    start = time.perf_counter()
+    on_cpu = list(cpu.extract(records))
+    cpu_seconds = time.perf_counter() - start
+    hpd_vs_cpu = same_share(list(here.extract(records)), on_cpu)
+    if hpd_vs_sequential < args.min_same:
+        problems.append(f"{path.name}: hpd equals sequential on {hpd_vs_sequential:.1%} of values (< {args.min_same:.0%})")
+    if hpd_vs_cpu < args.min_same:
+        problems.append(f"{path.name}: hpd here equals the CPU backend on {hpd_vs_cpu:.1%} of values")
+    rows = []
+    for r in report.runs:
+        rows.append({"mode": r.mode, "documents": r.documents, "seconds": round(r.seconds, 2),
+                     "documents_per_second": round(r.documents_per_second, 3),
+                     "hpd_speedup": round(r.seconds / hpd.seconds, 2),
+                     "share_of_prefill": round(r.tokens_per_second / report.prefill_tokens_per_second, 3),
+                     "same_as_sequential": round(r.same_as_sequential / r.values, 4)})
+    return {"model": path.name, "prefill_tokens_per_second": round(report.prefill_tokens_per_second),
+            "machine": report.machine, "rows": rows, "hpd_vs_cpu_backend": round(hpd_vs_cpu, 4),
+            "cpu_backend_documents": len(records), "cpu_backend_seconds": round(cpu_seconds, 2)}, problems
+
+
+def table(results: list[dict]) -> str:
+    lines = [f"{'model':<34}{'mode':<11}{'docs':>5}{'wall s':>9}{'docs/s':>9}{'hpd speedup':>12}"
+             f"{'of prefill':>11}{'= sequential':>13}{'= CPU backend':>14}"]
+    for result in results:
+        for row in result.get("rows", []):
+            cpu = f"{result['hpd_vs_cpu_backend']:.1%}" if row["mode"] == "hpd" else ""
+            lines.append(f"{result['model'][:33]:<34}{row['mode']:<11}{row['documents']:>5}{row['seconds']:>9.2f}"
+                         f"{row['documents_per_second']:>9.3f}{row['hpd_speedup']:>11.2f}x"
+                         f"{row['share_of_prefill']:>11.0%}{row['same_as_sequential']:>13.1%}{cpu:>14}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--docs", type=Path, required=True)
+    parser.add_argument("--limit", type=int, default=64)
+    parser.add_argument("--max-value-tokens", type=int, default=8)
+    parser.add_argument("--cpu-documents", type=int, default=8, help="documents compared with the CPU backend")
+    parser.add_argument("--min-same", type=float, default=0.9, help="least share of values equal to fail below")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU backend")
+    args = parser.parse_args()
+    print(f"llama.cpp: {system_info()}", file=sys.stderr)
+    if not args.cpu:
+        if not supports_gpu_offload():
+            sys.exit("gpu_check: this llama-cpp-python cannot offload to a GPU (build it with HPD_GGUF_GPU=cuda)")
+        for device in devices():
+            print(f"device {device.name}: {device.description}, {device.total_bytes / 2**30:.0f} GiB", file=sys.stderr)
+    results, problems = [], []
+    for path in args.models:
+        result, found = check_model(path, args.docs, args)
+        results.append(result)
+        problems += found
+    print(table(results))
+    out = Path(os.environ.get("OUT") or "out/gpu")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ("cpu_check.json" if args.cpu else "gpu_check.json")).write_text(json.dumps(results, indent=2))
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Prepares here what scripts/gpu_check.sh needs on a GPU machine that has no network and takes
+# at most 64 MiB with the working tree: everything goes to out/gpu (git-ignored; carry it).
+#   out/gpu/standins/*.gguf.xz   qwen2.5-coder-0.5b and 1.5b with made-up weights (make_standin.py)
+#   out/gpu/llama-cpp-python.tar.xz   llama-cpp-python's source without what a CUDA build never reads
+#   out/gpu/wheels/              the Python dependencies, for the GPU machine's Python 3.12
+#   out/gpu/docs.jsonl           documents of every category in turn (OA-Mine, else the test set)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LLAMA_VERSION=0.3.36
+GPU_PYTHON=${GPU_PYTHON:-3.12}
+[ -x .venv/bin/python ] || scripts/setup.sh
+PY=.venv/bin/python
+PIP=("$PY" -m pip --disable-pip-version-check -q)
+mkdir -p out/gpu/standins out/gpu/wheels
+"$PY" -c "import gguf" 2>/dev/null || "${PIP[@]}" install "gguf>=0.17"
+for model in qwen2.5-coder-0.5b qwen2.5-coder-1.5b; do
+    target=out/gpu/standins/$model.gguf.xz
+    [ -f "$target" ] || "$PY" scripts/make_standin.py "$("$PY" -c "from hpd_gguf import models
+print(models.resolve('$model', print))" | tail -n1)" "$target"
+done
+if [ ! -f out/gpu/llama-cpp-python.tar.xz ]; then
+    tmp=$(mktemp -d)
+    "${PIP[@]}" download --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$LLAMA_VERSION"
+    tar -xzf "$tmp"/llama_cpp_python-$LLAMA_VERSION.tar.gz -C "$tmp"
+    src=llama_cpp_python-$LLAMA_VERSION
+    excluded=(.git docs examples vendor/llama.cpp/{models,docs,benches,tests,examples,.devops,tools/ui})
+    excluded+=(vendor/llama.cpp/ggml/src/ggml-{opencl,sycl,vulkan,hexagon,metal,et,cann,musa,hip,webgpu,zdnn,openvino})
+    tar -cJf out/gpu/llama-cpp-python.tar.xz -C "$tmp" "${excluded[@]/#/--exclude=$src/}" "$src"
+    rm -rf "$tmp"
+fi
+deps=(pydantic jinja2 click tqdm diskcache typing-extensions)
+"${PIP[@]}" download --only-binary=:all: --python-version "$GPU_PYTHON" --platform manylinux2014_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d out/gpu/wheels "${deps[@]}"
+rm -f out/gpu/wheels/numpy-*.whl  # the GPU machine has numpy
+"${PIP[@]}" install --dry-run --ignore-installed --no-index --find-links out/gpu/wheels --only-binary=:all: \
+    --python-version "$GPU_PYTHON" --platform manylinux2014_x86_64 --target "$(mktemp -d)" "${deps[@]}" >/dev/null
+"$PY" - <<'PY'
+import json
+from pathlib import Path
+from hpd_gguf.bench import interleave
+from hpd_gguf.jsonl import load_jsonl
+source = Path("../shared/data/oamine_train.jsonl")
+records = interleave(load_jsonl(source)) if source.is_file() else load_jsonl("tests/data/products20.jsonl")
+keep = ("id", "text", "category", "attributes")
+Path("out/gpu/docs.jsonl").write_text("".join(json.dumps({k: r[k] for k in keep if k in r}, ensure_ascii=False) + "\n"
+                                              for r in records[:256]))
+PY
+du -sh out/gpu --exclude=out/gpu/models --exclude=out/gpu/venv --exclude=out/gpu/build 2>/dev/null || du -sh out/gpu
