@@ -27,9 +27,18 @@ def same_share(a: list, b: list) -> float:
     return sum(x == y for x, y in pairs) / max(1, len(pairs))
 
 
+def first_attributes(docs: Path, limit: int, most: int | None, target: Path) -> Path:
+    """The first `limit` documents, each asking at most `most` attributes."""
+    records = load_jsonl(docs)[:limit]
+    target.write_text("".join(json.dumps({**r, "attributes": r["attributes"][:most]} if most else r) + "\n"
+                              for r in records))
+    return target
+
+
 def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
     gpu_layers = 0 if args.cpu else -1
-    settings = {**RAW, "max_value_tokens": args.max_value_tokens, "n_gpu_layers": gpu_layers}
+    settings = {**RAW, "max_value_tokens": args.max_value_tokens, "n_gpu_layers": gpu_layers,
+                "json_tokens_per_attribute": args.max_value_tokens + 4}  # a key and quotes beside the value
     report = run_bench(path, str(docs), list(MODES), limit=args.limit, log=lambda m: print(m, file=sys.stderr),
                        **settings)
     print(report.table(), file=sys.stderr)
@@ -81,6 +90,7 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--max-value-tokens", type=int, default=8)
+    parser.add_argument("--max-attributes", type=int, default=None, help="attributes per document at most")
     parser.add_argument("--cpu-documents", type=int, default=8, help="documents compared with the CPU backend")
     parser.add_argument("--min-same", type=float, default=0.9, help="least share of values equal to fail below")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU backend")
@@ -91,14 +101,15 @@ def main() -> None:
             sys.exit("gpu_check: this llama-cpp-python cannot offload to a GPU (build it with HPD_GGUF_GPU=cuda)")
         for device in devices():
             print(f"device {device.name}: {device.description}, {device.total_bytes / 2**30:.0f} GiB", file=sys.stderr)
+    out = Path(os.environ.get("OUT") or "out/gpu")
+    out.mkdir(parents=True, exist_ok=True)
+    docs = first_attributes(args.docs, args.limit, args.max_attributes, out / "check_docs.jsonl")
     results, problems = [], []
     for path in args.models:
-        result, found = check_model(path, args.docs, args)
+        result, found = check_model(path, docs, args)
         results.append(result)
         problems += found
     print(table(results))
-    out = Path(os.environ.get("OUT") or "out/gpu")
-    out.mkdir(parents=True, exist_ok=True)
     (out / ("cpu_check.json" if args.cpu else "gpu_check.json")).write_text(json.dumps(results, indent=2))
     for problem in problems:
         print(f"FAILED: {problem}")

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = --cpu ]; then
     [ -f out/gpu/docs.jsonl ] || scripts/gpu_prepare.sh
     PY=.venv/bin/python
-    args=(--cpu --limit "${LIMIT:-6}" --max-value-tokens 4 --cpu-documents 3)
+    args=(--cpu --limit "${LIMIT:-4}" --max-attributes 3 --max-value-tokens 4 --cpu-documents 4)
 else
     venv=out/gpu/venv
     [ -x $venv/bin/python ] || python3 -m venv --system-site-packages $venv
@@ -51,7 +51,7 @@ fi
 mkdir -p out/gpu/models
 for packed in out/gpu/standins/*.gguf.xz; do
     model=out/gpu/models/$(basename "${packed%.xz}")
-    [ -f "$model" ] || "$PY" -c "import lzma, shutil, sys
+    [ "$model" -nt "$packed" ] || "$PY" -c "import lzma, shutil, sys
 with lzma.open(sys.argv[1]) as f, open(sys.argv[2], 'wb') as out: shutil.copyfileobj(f, out, 1 << 22)" "$packed" "$model"
 done
 PYTHONPATH=. "$PY" scripts/gpu_check.py out/gpu/models/qwen2.5-coder-0.5b.gguf out/gpu/models/qwen2.5-coder-1.5b.gguf \

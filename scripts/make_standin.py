@@ -6,7 +6,8 @@ The GPU check (scripts/gpu_check.sh) runs where the real models cannot go (no ne
 carried).  Every 2-D weight becomes Q4_0 blocks (about the real Q4_K_M's bytes per weight, so
 the GPU reads as much) taken in turn from one pseudo-random tile of a prime number of blocks,
 larger than any matrix has rows: no two rows of a matrix are alike, and the file compresses to
-about the tile.  Norms are ones, other 1-D tensors small.
+about the tile.  Norms are ones (the output norm larger, for clear winners), other 1-D
+tensors small.
 
     python scripts/make_standin.py models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf out/gpu/standins/qwen2.5-coder-0.5b.gguf.xz
 """
@@ -23,6 +24,7 @@ Q4_0 = gguf.GGMLQuantizationType.Q4_0
 BLOCK, BLOCK_BYTES = gguf.GGML_QUANT_SIZES[Q4_0]  # 32 weights in 2 + 16 bytes
 TILE_BLOCKS = 160_001  # a prime above 151,936, the Qwen2.5 vocabulary (the embedding's rows)
 SCALE = 0.02  # each weight is (nibble - 8) * ±SCALE
+OUTPUT_NORM = 8.0  # logits spread ~8x wider than with ones: a random model's near-ties made rare
 
 
 def tile(seed: int = 0) -> np.ndarray:
@@ -40,8 +42,8 @@ def standin_tensor(name: str, shape: list[int], pattern: np.ndarray) -> tuple[np
     if len(dims) >= 2 and dims[-1] % BLOCK == 0:
         byte_dims = dims[:-1] + [dims[-1] // BLOCK * BLOCK_BYTES]
         return np.resize(pattern, int(np.prod(byte_dims))).reshape(byte_dims), Q4_0
-    if name.endswith("norm.weight"):
-        return np.ones(dims, np.float32), gguf.GGMLQuantizationType.F32
+    if name.endswith("norm.weight"):  # the last one sharpens the logits: clear winners, few near-ties
+        return np.full(dims, OUTPUT_NORM if name == "output_norm.weight" else 1.0, np.float32), gguf.GGMLQuantizationType.F32
     return (np.resize(np.linspace(-0.05, 0.05, 997, dtype=np.float32), int(np.prod(dims))).reshape(dims),
             gguf.GGMLQuantizationType.F32)
 
