@@ -13,7 +13,7 @@ class KVCache:
     def __init__(self, context: Context, reserved_cells: int = 0):
         self.context = context
         self._free_seqs = list(range(context.n_seq_max - 1, PREAMBLE_SEQ, -1))
-        self.free_cells = context.n_ctx - reserved_cells
+        self.capacity = self.free_cells = context.n_ctx - reserved_cells
 
     @property
     def free_seqs(self) -> int:

@@ -52,7 +52,7 @@ class Scheduler:
 
     def can_ever_run(self, doc: DocumentState) -> bool:
         """Whether a document could ever run: its segment plus one branch in an empty cache."""
-        return len(doc.pending) + max((b.cells for b in doc.branches), default=0) <= self.kv.free_cells
+        return len(doc.pending) + max((b.cells for b in doc.branches), default=0) <= self.kv.capacity
 
     # building a step
     def plan(self, batch: Batch) -> list[Branch]:
@@ -116,15 +116,8 @@ class Scheduler:
         key = doc.prompt.head if self.share_preamble else ()  # hpd-static shares nothing
         head = self.heads.get(key)
         new_head = head is None and len(key) > 0 and self._waiting_heads[key] > 1  # it counts itself
-        seqs = 1 + new_head  # needed now
-        cells = len(doc.pending) - (head.cells if head else 0)  # its own segment (and a new head)
-        promised = sum(len(d.branches) - d.started for d in self.running)
-        if self.running and self.kv.free_seqs - promised < seqs + len(doc.branches):
-            return False
-        branch_cells = sum(b.cells for b in doc.branches)
-        if self.running and cells + branch_cells > self.kv.free_cells - self._promised_cells():
-            return False
-        if self.kv.free_seqs < seqs or cells > self.kv.free_cells:
+        if not self._can_allocate(doc, head, new_head) and not (self._drop_idle_heads(but=key)
+                                                                and self._can_allocate(doc, head, new_head)):
             return False
         self.waiting.popleft()
         self._forget_waiting_head(doc)
@@ -144,6 +137,19 @@ class Scheduler:
         self.running.append(doc)
         self._link_heads()
         return True
+
+    def _can_allocate(self, doc: DocumentState, head: SharedHead | None, new_head: bool) -> bool:
+        """Sequence ids and cells for the document now, and for the branches promised to it
+        and to the running documents later."""
+        seqs = 1 + new_head  # needed now
+        cells = len(doc.pending) - (head.cells if head else 0)  # its own segment (and a new head)
+        promised = sum(len(d.branches) - d.started for d in self.running)
+        if self.running and self.kv.free_seqs - promised < seqs + len(doc.branches):
+            return False
+        branch_cells = sum(b.cells for b in doc.branches)
+        if self.running and cells + branch_cells > self.kv.free_cells - self._promised_cells():
+            return False
+        return self.kv.free_seqs >= seqs and cells <= self.kv.free_cells
 
     def _link_heads(self) -> None:
         """Copy each shared head, once decoded, into the documents waiting for it."""
@@ -201,8 +207,18 @@ class Scheduler:
             self._drop_unused_heads()
 
     def _drop_unused_heads(self) -> None:
-        """A head goes when no resident document uses it and the next to come does not ask for it."""
-        next_head = self.waiting[0].prompt.head if self.waiting else None
-        for head in [h for h in self.heads.values() if h.users == 0 and h.key != next_head]:
-            self.kv.close(head.seq, head.cells)
-            del self.heads[head.key]
+        """A head goes when no resident document uses it and no waiting document asks for it
+        (a head of examples is long: decoding it again would cost more than its cells)."""
+        for head in [h for h in self.heads.values() if h.users == 0 and not self._waiting_heads[h.key]]:
+            self._close_head(head)
+
+    def _drop_idle_heads(self, but: tuple) -> bool:
+        """Make room for the next document: drop the heads no resident document uses (but its own)."""
+        idle = [h for h in self.heads.values() if h.users == 0 and h.key != but]
+        for head in idle:
+            self._close_head(head)
+        return bool(idle)
+
+    def _close_head(self, head: SharedHead) -> None:
+        self.kv.close(head.seq, head.cells)
+        del self.heads[head.key]
