@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .jsonl import load_jsonl_lines
+from .jsonl import _document_error, load_jsonl_lines
 from .schema import Example, InputError, Task
 
 
@@ -28,9 +28,7 @@ def read_examples(path: str | Path) -> list[Example]:
         try:
             example = Example.model_validate(record)
         except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "line"
-            raise InputError(where, f"not a labeled example: {field!r}: {first['msg'].lower()}") from None
+            raise InputError(where, f"not a labeled example: {_document_error(error)}") from None
         if example.category is None:
             raise InputError(where, "a labeled example needs its 'category'")
         examples.append(example)
