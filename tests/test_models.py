@@ -58,8 +58,27 @@ def test_a_missing_known_model_is_pulled_first(tmp_path, monkeypatch):
     pulled = []
     monkeypatch.setattr(models, "pull", lambda name, log: pulled.append(name) or models.model_path(name))
     messages = []
-    models.resolve("qwen2.5-coder-0.5b", log=messages.append)
-    assert pulled == ["qwen2.5-coder-0.5b"] and "pulling it first" in messages[0]
+    models.resolve("gemma-3-270m", log=messages.append)
+    assert pulled == ["gemma-3-270m"] and "pulling it first" in messages[0]
+
+
+def test_a_known_model_that_runs_requantized_resolves_to_its_copy(model_path, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from hpd_gguf.llama import Model
+
+    (tmp_path / model_path.name).symlink_to(Path(model_path).resolve())
+    monkeypatch.setenv("HPD_GGUF_MODELS", str(tmp_path))
+    monkeypatch.setitem(models.KNOWN_MODELS, "smollm2-135m",
+                        replace(models.KNOWN_MODELS["smollm2-135m"], runs_as="q4_0"))
+    messages = []
+    path = models.resolve("smollm2-135m", log=messages.append)
+    assert path == tmp_path / "SmolLM2-135M-Instruct.Q4_1.q4_0.gguf"
+    assert Model(path).metadata("general.file_type") == "2"  # LLAMA_FTYPE_MOSTLY_Q4_0
+    assert "requantizing to q4_0 once" in messages[0] and not list(tmp_path.glob("*.partial"))
+    messages.clear()
+    assert models.resolve("smollm2-135m", log=messages.append) == path and messages == []  # made once
+    assert models.resolve(tmp_path / model_path.name) == tmp_path / model_path.name  # a path runs as given
 
 
 def test_optimize_writes_a_q4_0_copy_that_extracts(model_path, tmp_path, monkeypatch, products):
