@@ -271,9 +271,9 @@ def models_pull(name, optimize):
     runs as (`models list`)."""
     try:
         models.pull(name, log=_say)
-        for kind in {optimize, models.KNOWN_MODELS[name].runs_as} - {None}:
-            models.optimize(name, kind, log=_say)
-        _say(f"{name} runs as {models.resolve(name)}")
+        if optimize:
+            models.optimize(name, optimize, log=_say)
+        _say(f"{name} runs as {models.resolve(name, _say)}")  # which makes the copy it runs as
     except (models.ModelError, LlamaError) as error:
         _fail(str(error))
 
