@@ -2,8 +2,9 @@
 
 Each step packs, within the token budget: one new token for every decoding branch, the
 suffixes of branches that start now, and chunks of document prefill.  Documents are admitted
-in arrival order as sequence ids and KV cells allow; a document whose branches outnumber the
-free ids runs them in rounds over its own document cells.  Documents that ask the same of
+as sequence ids and KV cells allow, in arrival order but those that share the head of the last
+one first (within a reorder window); a document whose branches outnumber the free ids runs
+them in rounds over its own document cells.  Documents that ask the same of
 the same category share the head of their segment: it is decoded once, and each copies it.
 Every `can_*` check has its action beside it, so the cache never runs out of ids or cells.
 """
@@ -35,6 +36,7 @@ class Scheduler:
         self.heads: dict[tuple[int, ...], SharedHead] = {}  # resident shared heads by tokens
         self._waiting_heads: Counter = Counter()
         self._awaiting_head: list[DocumentState] = []
+        self._last_head: tuple[int, ...] | None = None  # of the document admitted last
         self.heads_made = 0
 
     def add(self, doc: DocumentState) -> None:
@@ -108,7 +110,7 @@ class Scheduler:
     def _admit(self) -> bool:
         if not self.waiting:
             return False
-        doc = self.waiting[0]
+        doc = self._next_waiting()
         if len(self.running) >= self.limits.max_resident:
             return False
         if doc.order - self.oldest >= self.limits.reorder_window:
@@ -119,8 +121,9 @@ class Scheduler:
         if not self._can_allocate(doc, head, new_head) and not (self._drop_idle_heads(but=key)
                                                                 and self._can_allocate(doc, head, new_head)):
             return False
-        self.waiting.popleft()
+        self.waiting.remove(doc)
         self._forget_waiting_head(doc)
+        self._last_head = doc.prompt.head
         share = self.share_preamble and doc.pos > 0
         if new_head:  # another waiting document asks the same of the same category
             head = self.heads[key] = SharedHead(pos=doc.pos, pending=list(key), key=key)
@@ -137,6 +140,20 @@ class Scheduler:
         self.running.append(doc)
         self._link_heads()
         return True
+
+    def _next_waiting(self) -> DocumentState:
+        """The oldest waiting document that shares the head of the last one admitted, else the
+        oldest: a step's rows then see one category's head, and tiles of the others' cells are
+        skipped (examples' heads: BENCHMARKS.md).  None is passed over by more than the reorder
+        window."""
+        first = self.waiting[0]
+        if self.share_preamble:
+            for doc in self.waiting:
+                if doc.order - first.order >= self.limits.reorder_window:
+                    break
+                if doc.prompt.head == self._last_head:
+                    return doc
+        return first
 
     def _can_allocate(self, doc: DocumentState, head: SharedHead | None, new_head: bool) -> bool:
         """Sequence ids and cells for the document now, and for the branches promised to it

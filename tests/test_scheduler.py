@@ -5,7 +5,7 @@ from collections import Counter
 
 from hpd_gguf.prompt import PromptLayout
 from hpd_gguf.schema import make_task, Document
-from tests.conftest import (MAX_VALUE_TOKENS, assert_matches_sequential, expected_prompt_tokens,
+from tests.conftest import (MAX_VALUE_TOKENS, Tracer, assert_matches_sequential, expected_prompt_tokens,
                             prompt_tokens_decoded, raw_extractor, trace)
 
 
@@ -80,7 +80,8 @@ def test_documents_of_one_category_decode_their_head_once(model, products):
 
     # heads chunked across steps, released when their category moves on and made again,
     # with few sequence ids: the same answers, nothing left behind to block later documents
-    runs = _same_asks(products[:12], ["Shoes"] * 3 + ["Vitamins"] * 3 + ["Shoes"] * 3 + ["Vitamins"] * 3)
+    # (runs of 5 outlast the 4 waiting and 1 resident that admission may take ahead)
+    runs = _same_asks(products[:10] * 2, (["Shoes"] * 5 + ["Vitamins"] * 5) * 2)
     extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, max_resident=2,
                           batch_tokens=8, n_seq_max=6)
     results, steps = trace(extractor, runs)
@@ -90,3 +91,19 @@ def test_documents_of_one_category_decode_their_head_once(model, products):
     assert extractor.stats.shared_heads == 4
     sequential = trace(raw_extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), runs)
     assert_matches_sequential(results, steps, ({r.id: r.values for r in sequential[0]}, sequential[1]), floor=0.75)
+
+
+def test_admission_takes_a_category_at_a_time_and_keeps_the_input_order(model, products):
+    documents = _same_asks(products[:12], ["Shoes", "Vitamins"] * 6)  # interleaved
+    extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, max_resident=3)
+    tracer = extractor.on_logits = Tracer()
+    results = list(extractor.extract(documents))
+    assert [r.id for r in results] == [d["id"] for d in documents]
+    first_decode = {}  # the step each document first had logits in: its admission, in effect
+    for step, ids in enumerate(tracer.decodes):
+        for id in ids:
+            first_decode.setdefault(id, step)
+    admitted = sorted(documents, key=lambda d: (first_decode[d["id"]], documents.index(d)))
+    switches = sum(a["category"] != b["category"] for a, b in zip(admitted, admitted[1:]))
+    assert switches <= 4  # in arrival order every document would switch: 11
+    assert extractor.stats.shared_heads == 2
