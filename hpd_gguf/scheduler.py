@@ -148,8 +148,9 @@ class Scheduler:
         window."""
         first = self.waiting[0]
         if self.share_preamble:
+            end = min(first.order, self.oldest) + self.limits.reorder_window  # what _admit allows
             for doc in self.waiting:
-                if doc.order - first.order >= self.limits.reorder_window:
+                if doc.order >= end:
                     break
                 if doc.prompt.head == self._last_head:
                     return doc
