@@ -4,8 +4,8 @@ Each step packs, within the token budget: one new token for every decoding branc
 suffixes of branches that start now, and chunks of document prefill.  Documents are admitted
 as sequence ids and KV cells allow, in arrival order but those that share the head of the last
 one first (within a reorder window); a document whose branches outnumber the free ids runs
-them in rounds over its own document cells.  Documents that ask the same of
-the same category share the head of their segment: it is decoded once, and each copies it.
+them in rounds over its own document cells.  Documents that ask the same of the same category
+share the head of their segment: it is decoded once, and each copies it.
 Every `can_*` check has its action beside it, so the cache never runs out of ids or cells.
 """
 from __future__ import annotations
