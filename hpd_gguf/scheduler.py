@@ -108,11 +108,9 @@ class Scheduler:
         return min((d.order for d in self.running), default=self.waiting[0].order if self.waiting else 0)
 
     def _admit(self) -> bool:
-        if not self.waiting:
+        if not self.waiting or len(self.running) >= self.limits.max_resident:
             return False
         doc = self._next_waiting()
-        if len(self.running) >= self.limits.max_resident:
-            return False
         if doc.order - self.oldest >= self.limits.reorder_window:
             return False
         key = doc.prompt.head if self.share_preamble else ()  # hpd-static shares nothing
