@@ -18,7 +18,7 @@ from .examples import read_examples
 from .jsonl import Rejected, ResultWriter, input_files, read_tasks
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
-from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields
+from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields, resident_cells
 
 EXIT_REJECTED = 2
 
@@ -242,7 +242,9 @@ def info():
     for device in devices():
         click.echo(f"device {device.name} ({device.kind}): {device.description}, "
                    f"{device.free_bytes / 2**30:.1f} of {device.total_bytes / 2**30:.1f} GiB free")
-    picked = {**asdict(Settings()), "threads": physical_cores(), "n_gpu_layers": offloaded_layers(Settings.n_gpu_layers)}
+    layers = offloaded_layers(Settings.n_gpu_layers)
+    picked = {**asdict(Settings()), "threads": physical_cores(), "n_gpu_layers": layers,
+              "max_resident_cells": resident_cells(Settings.max_resident_cells, layers)}
     click.echo("settings: " + ", ".join(f"{name}={value}" for name, value in picked.items()))
 
 
@@ -288,7 +290,7 @@ def models_pull(name, optimize):
 @examples_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures as JSON.")
 @click.option("--scaling", is_flag=True, help="Also run the hpd scaling table.")
-@click.option("--sweep", is_flag=True, help="Also run hpd over token budgets x resident documents.")
+@click.option("--sweep", is_flag=True, help="Also run hpd over token budgets x cell budgets of the documents in flight.")
 @with_model_options
 def bench(model, docs, limit, interleave, modes, gold, examples, json_out, scaling, sweep, **settings):
     """Run the modes one after another on the same documents and compare them."""

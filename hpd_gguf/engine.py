@@ -122,9 +122,10 @@ class Engine:
         preamble = self.runner.layout.preamble if self.continuous else []
         self.kv = KVCache(self.context, reserved_cells=len(preamble))
         self.batch = Batch(self.context.n_batch)
-        self.scheduler = Scheduler(self.kv, Limits(s.batch_tokens, s.max_resident, self.continuous),
-                                   self.continuous)
-        self.log(f"{s.mode}: up to {s.max_resident} documents in flight, {s.batch_tokens} tokens per decode "
+        limits = Limits(s.batch_tokens, s.max_resident, s.max_resident_cells, self.continuous)
+        self.scheduler = Scheduler(self.kv, limits, self.continuous)
+        cells = f" holding {s.max_resident_cells} cells at most" if s.max_resident_cells > 0 else ""
+        self.log(f"{s.mode}: up to {s.max_resident} documents in flight{cells}, {s.batch_tokens} tokens per decode "
                  f"({self.context.n_ubatch} per graph), {s.n_seq_max} sequence ids, {self.context.n_ctx} KV "
                  f"cells, {self.context.n_threads} threads; preamble {len(self.runner.layout.preamble)} tokens"
                  + (", decoded once" if self.continuous else ", per document") + " (BENCHMARKS.md: why these)")

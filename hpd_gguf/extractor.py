@@ -14,7 +14,7 @@ from .jobs import Job
 from .llama import Model, offloaded_layers, supports_gpu_offload
 from .runner import ModelRunner
 from .schema import Document, Result, Schema, Task
-from .settings import Settings
+from .settings import Settings, resident_cells
 
 
 class Extractor:
@@ -34,6 +34,7 @@ class Extractor:
         if self.settings.n_gpu_layers > 0 and not supports_gpu_offload():
             warnings.warn("--n-gpu-layers given, but this llama-cpp-python has no GPU support; using the CPU")
         self.settings.n_gpu_layers = offloaded_layers(self.settings.n_gpu_layers)
+        self.settings.max_resident_cells = resident_cells(self.settings.max_resident_cells, self.settings.n_gpu_layers)
         self.schema = schema
         self.log = log
         self.model = model if isinstance(model, Model) else Model(models.resolve(model, log),

@@ -22,6 +22,7 @@ from .sequence import Branch, DocumentState, SharedHead, Status
 class Limits:
     token_budget: int  # tokens per decode (<= n_batch)
     max_resident: int = 64  # documents in flight
+    max_resident_cells: int = 0  # KV cells of their own and their branches' (not heads'); <= 0: no limit
     continuous: bool = True  # False: fixed groups, the next group when the last is done
     reorder_window: int = 512  # how far admission may run ahead of the oldest running document
 
@@ -111,7 +112,7 @@ class Scheduler:
         if not self.waiting or len(self.running) >= self.limits.max_resident:
             return False
         doc = self._next_waiting()
-        if doc.order - self.oldest >= self.limits.reorder_window:
+        if doc.order - self.oldest >= self.limits.reorder_window or not self._fits_cell_budget(doc):
             return False
         key = doc.prompt.head if self.share_preamble else ()  # hpd-static shares nothing
         head = self.heads.get(key)
@@ -153,6 +154,12 @@ class Scheduler:
                 if doc.prompt.head == self._last_head:
                     return doc
         return first
+
+    def _fits_cell_budget(self, doc: DocumentState) -> bool:
+        """The resident documents' own cells stay within the budget (one always runs): on a CPU
+        every decoding token attends over every occupied cell (BENCHMARKS.md, "Resident cells")."""
+        budget = self.limits.max_resident_cells
+        return budget <= 0 or not self.running or sum(map(_own_cells, self.running)) + _own_cells(doc) <= budget
 
     def _can_allocate(self, doc: DocumentState, head: SharedHead | None, new_head: bool) -> bool:
         """Sequence ids and cells for the document now, and for the branches promised to it
@@ -238,3 +245,8 @@ class Scheduler:
     def _close_head(self, head: SharedHead) -> None:
         self.kv.close(head.seq, head.cells)
         del self.heads[head.key]
+
+
+def _own_cells(doc: DocumentState) -> int:
+    """Cells a document holds beyond its head: its own segment and its branches at their longest."""
+    return len(doc.prompt.tokens) - doc.prompt.head_end + sum(b.cells for b in doc.branches)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 MODES = ("hpd", "hpd-static", "sequential", "naive", "json")
 EXAMPLE_CHOICES = ("fixed", "similar")
 DEFAULT_POSITIONS = 16384  # per sequence, unless n_ctx says otherwise
+CPU_RESIDENT_CELLS = 3072  # measured: BENCHMARKS.md, "Resident cells"
 
 
 def _option(default, help: str, cli: bool = True):
@@ -24,6 +25,9 @@ class Settings:
                                       "mode use the same kernels.")
     n_seq_max: int = _option(256, "Sequence ids of the KV cache (llama.cpp allows 256).", cli=False)
     max_resident: int = _option(64, "Documents in flight at once (hpd).")
+    max_resident_cells: int = _option(-1, "KV cells the documents in flight may hold, their branches' "
+                                          f"included (hpd; 0: no limit) [default: {CPU_RESIDENT_CELLS} on a CPU, "
+                                          "no limit where layers run on a GPU].")
     n_ctx: int = _option(0, "KV cells [default: sized from the work].")
     truncate: bool = _option(False, "Cut documents longer than the context (with a warning).", cli=False)
     json_tokens_per_attribute: int = _option(0, "json mode: answer tokens per attribute "
@@ -50,6 +54,14 @@ class Settings:
             raise ValueError(f"unknown example choice {self.example_choice!r}; choose from {', '.join(EXAMPLE_CHOICES)}")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+
+
+def resident_cells(requested: int, n_gpu_layers: int) -> int:
+    """The cell budget of the documents in flight: on a CPU each decoding token attends over
+    every occupied cell, so fewer cells pay; on a GPU it is not measured yet."""
+    if requested < 0:
+        return 0 if n_gpu_layers else CPU_RESIDENT_CELLS
+    return requested
 
 
 def cli_fields():

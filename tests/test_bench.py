@@ -19,9 +19,9 @@ def test_scaling_table_and_sweep_cover_their_grids(model):
     assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "attributes")}), None)
              for r in records]
-    sweep = run_sweep(model, tasks, prefill=100.0, log=lambda m: None, budgets=(64, 128), residents=(1, 3),
-                      max_value_tokens=3, batch_tokens=512, max_resident=64)  # as the CLI passes them
-    assert [(r["batch_tokens"], r["max_resident"]) for r in sweep] == [(64, 1), (64, 3), (128, 1), (128, 3)]
+    sweep = run_sweep(model, tasks, prefill=100.0, log=lambda m: None, budgets=(64, 128), cells=(50, 0),
+                      max_value_tokens=3, batch_tokens=512, max_resident_cells=3072)  # as the CLI passes them
+    assert [(r["batch_tokens"], r["max_resident_cells"]) for r in sweep] == [(64, 50), (64, 0), (128, 50), (128, 0)]
     table = Report("m", 3, 2, 100.0, scaling=rows, sweep=sweep).table()
     assert "hpd scaling" in table and "<- fastest" in table
 

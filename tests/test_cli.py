@@ -187,6 +187,7 @@ def test_without_ray_nothing_imports_it():
 
 def test_info_names_the_backend_its_devices_and_the_settings():
     from hpd_gguf.llama import devices, supports_gpu_offload
+    from hpd_gguf.settings import CPU_RESIDENT_CELLS
 
     done = hpd("info")
     assert done.returncode == 0, done.stderr
@@ -195,6 +196,7 @@ def test_info_names_the_backend_its_devices_and_the_settings():
     for device in devices():
         assert f"device {device.name} ({device.kind})" in done.stdout
     assert f"n_gpu_layers={999 if supports_gpu_offload() else 0}" in done.stdout
+    assert f"max_resident_cells={0 if supports_gpu_offload() else CPU_RESIDENT_CELLS}" in done.stdout
 
 
 def test_bench_prints_the_comparison_table(model_path, tmp_path):

@@ -4,7 +4,9 @@ import random
 from collections import Counter
 
 from hpd_gguf.prompt import PromptLayout
+from hpd_gguf.scheduler import _own_cells
 from hpd_gguf.schema import make_task, Document
+from hpd_gguf.sequence import DocumentState
 from tests.conftest import (MAX_VALUE_TOKENS, Tracer, assert_matches_sequential, expected_prompt_tokens,
                             prompt_tokens_decoded, raw_extractor, trace)
 
@@ -107,3 +109,33 @@ def test_admission_takes_a_category_at_a_time_and_keeps_the_input_order(model, p
     switches = sum(a["category"] != b["category"] for a, b in zip(admitted, admitted[1:]))
     assert switches <= 4  # in arrival order every document would switch: 11
     assert extractor.stats.shared_heads == 2
+
+
+def test_resident_documents_hold_no_more_cells_than_their_budget(model, products, sequential_reference):
+    def run(budget):
+        extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, max_resident_cells=budget)
+        tracer, held = Tracer(), []  # per decode: (documents in flight, their own cells)
+
+        def observe(branches, logits):
+            tracer(branches, logits)
+            running = extractor.engine.scheduler.running
+            held.append((len(running), sum(map(_own_cells, running))))
+        extractor.on_logits = observe
+        return list(extractor.extract(products)), tracer.steps, held
+
+    one = min(map(_own_cells, _waiting(model, products)))
+    results, steps, held = run(3 * one)
+    assert all(cells <= 3 * one for _, cells in held)
+    assert max(n for n, _ in held) in (2, 3)  # the budget, not the seats, bounds them
+    assert [r.id for r in results] == [p["id"] for p in products]
+    assert_matches_sequential(results, steps, sequential_reference)
+
+    results, _, held = run(one // 2)  # a document larger than the budget still runs, alone
+    assert {n for n, _ in held} == {1} and len(results) == len(products)
+
+
+def _waiting(model, products):
+    """The products as the scheduler sees them before admission."""
+    runner = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS).runner
+    tasks = [runner.task(p) for p in products]
+    return [DocumentState.create(t, runner.prompt(t), runner.stops, i) for i, t in enumerate(tasks)]
