@@ -318,12 +318,14 @@ def bench(model, docs, limit, interleave, modes, gold, examples, json_out, scali
 @click.argument("gold", type=click.Path(exists=True, dir_okay=False))
 @click.argument("pred", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
-def evaluate_command(gold, pred, json_out):
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Score predicted values less confident than this as null (re-scores a run made with 0).")
+def evaluate_command(gold, pred, json_out, min_confidence):
     """Score predictions against gold values (NN/NV/VN/VC/VW, precision, recall, F1)."""
     from .evaluate import evaluate_files
 
     try:
-        scores = evaluate_files(gold, pred)
+        scores = evaluate_files(gold, pred, min_confidence)
     except InputError as error:
         _fail(str(error))
     click.echo(scores.table())

@@ -107,7 +107,7 @@ def score(gold_records: list[dict], predictions: dict[str, dict]) -> Scores:
     return scores
 
 
-def evaluate_files(gold_path: str | Path, pred_path: str | Path) -> Scores:
+def evaluate_files(gold_path: str | Path, pred_path: str | Path, min_confidence: float = 0.0) -> Scores:
     gold = load_jsonl(gold_path)
     for number, record in enumerate(gold, 1):
         if not isinstance(record.get("id"), str) or not isinstance(record.get("gold"), dict):
@@ -115,5 +115,13 @@ def evaluate_files(gold_path: str | Path, pred_path: str | Path) -> Scores:
     predictions = {}
     for record in load_jsonl(pred_path):
         if "id" in record and isinstance(record.get("values"), dict):
-            predictions[str(record["id"])] = record["values"]
+            predictions[str(record["id"])] = _confident(record, min_confidence)
     return score(gold, predictions)
+
+
+def _confident(record: dict, min_confidence: float) -> dict:
+    """The record's values, those less confident than min_confidence null (what --min-confidence
+    does to a run: a run with 0 re-scored at any threshold)."""
+    confidence = record.get("confidence") or {}
+    return {name: None if value is not None and confidence.get(name, 1.0) < min_confidence else value
+            for name, value in record["values"].items()}

@@ -35,6 +35,11 @@ def test_scores_overall_per_category_and_attribute(tmp_path):
     assert "overall" in scores.table()
     assert score(gold, {}).missing == 2
 
+    pred[0]["confidence"] = {"Brand": 0.9, "Color": 0.3}  # a run with --min-confidence 0, re-scored
+    (tmp_path / "pred.jsonl").write_text("\n".join(map(json.dumps, pred)))
+    rescored = evaluate_files(tmp_path / "gold.jsonl", tmp_path / "pred.jsonl", min_confidence=0.5).as_dict()["overall"]
+    assert (rescored["VC"], rescored["NV"], rescored["NN"], rescored["VW"]) == (1, 0, 1, 1)
+
 
 def test_constraint_rules():
     span = Span("Crocs Unisex Classic Clog, Navy")
