@@ -288,12 +288,12 @@ def run_sweep(model: Model, tasks: list[Task], prefill: float, log=print,
     settings say of either: the figures behind the defaults."""
     rows = []
     for budget in budgets:
-        for resident in cells:
-            log(f"bench: sweep batch_tokens={budget} max_resident_cells={resident} ...")
-            chosen = {**settings, "batch_tokens": budget, "max_resident_cells": resident}
+        for cell_budget in cells:
+            log(f"bench: sweep batch_tokens={budget} max_resident_cells={cell_budget} ...")
+            chosen = {**settings, "batch_tokens": budget, "max_resident_cells": cell_budget}
             run, _ = run_mode(model, tasks, "hpd", **chosen)  # the context keeps ubatch <= batch
-            rows.append({"batch_tokens": budget, "max_resident_cells": resident, **_figures(run, prefill, output_cost)})
-            log(f"bench: sweep {budget} x {resident}: {run.seconds:.1f} s")
+            rows.append({"batch_tokens": budget, "max_resident_cells": cell_budget, **_figures(run, prefill, output_cost)})
+            log(f"bench: sweep {budget} x {cell_budget}: {run.seconds:.1f} s")
     return rows
 
 

@@ -157,7 +157,8 @@ class Scheduler:
 
     def _fits_cell_budget(self, doc: DocumentState) -> bool:
         """The resident documents' own cells stay within the budget (one always runs): on a CPU
-        every decoding token attends over every occupied cell (BENCHMARKS.md, "Resident cells")."""
+        every decoding token attends over every occupied cell (BENCHMARKS.md, "Titles with
+        descriptions")."""
         budget = self.limits.max_resident_cells
         return budget <= 0 or not self.running or sum(map(_own_cells, self.running)) + _own_cells(doc) <= budget
 

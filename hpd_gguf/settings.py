@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 MODES = ("hpd", "hpd-static", "sequential", "naive", "json")
 EXAMPLE_CHOICES = ("fixed", "similar")
 DEFAULT_POSITIONS = 16384  # per sequence, unless n_ctx says otherwise
-CPU_RESIDENT_CELLS = 3072  # measured: BENCHMARKS.md, "Resident cells"
+CPU_RESIDENT_CELLS = 3072  # measured: BENCHMARKS.md, "Titles with descriptions"
 
 
 def _option(default, help: str, cli: bool = True):
