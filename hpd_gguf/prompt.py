@@ -11,7 +11,9 @@ and the three token lists concatenate to exactly the tokenization of that whole 
 split points are longest common token prefixes, so a tokenizer merge across a boundary moves
 the boundary instead of changing a token.  The document segment starts with its head (the
 category's own worked examples, when it has some, then the category and the attribute names),
-the same for every document that asks the same of the same category.
+the same for every document that asks the same of the same category.  The names are listed in
+the first order the layout saw for that category and set of names, so that documents listing
+them in another order share the head too; results keep each document's own order.
 """
 from __future__ import annotations
 
@@ -111,9 +113,15 @@ class PromptLayout:
         self._system = [instructions or default] + _described(attributes or [])
         self.examples = EXAMPLES if examples is None else examples  # for categories without their own
         self.picker = picker  # a task's examples of its category (examples.py), or None
+        self._orders: dict[tuple, tuple[str, ...]] = {}  # (category, set of names) -> names as listed
         placeholder = Task(document=Document(id="", text="x", category="x"), attributes=[Attribute(name="x")])
         pieces, first_document_piece, _ = self._pieces(placeholder, own_examples=False)
         self.preamble = self._tokens(pieces[:first_document_piece])
+
+    def listed_names(self, task: Task) -> tuple[str, ...]:
+        """The task's attribute names in the order its prompt lists them: the first order seen
+        for its category and set of names."""
+        return self._orders.setdefault((task.document.category, frozenset(task.names)), tuple(task.names))
 
     # rendering
     def _pieces(self, task: Task, own_examples: bool = True) -> tuple[list[str], int, int]:
@@ -127,14 +135,17 @@ class PromptLayout:
 
         system = "\n\n".join(put(s) if isinstance(s, Untrusted) else s for s in self._system)
         messages = [{"role": "system", "content": system}]
+        listed = self.listed_names(task)
         examples = (own_examples and self.picker and self.picker(task)) or self.examples
         for text, category, values in examples:
+            if values.keys() == set(listed):  # the category's own: the same names in the same order
+                values = {name: values[name] for name in listed}
             messages += [{"role": "user", "content": _user_message(put(text), category and put(category),
                                                                    [put(name) for name in values])},
                          {"role": "assistant", "content": put(_answer(values, self.answer_format))}]
         first_document_part = len(parts)
         document = task.document
-        names = [put(n) for n in task.names]
+        names = [put(n) for n in listed]
         text_part = len(parts)
         messages.append({"role": "user", "content": _user_message(
             put(document.text), document.category and put(document.category), names)})

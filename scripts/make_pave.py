@@ -5,7 +5,9 @@ WDC-PAVE (Brinkmann et al. 2024, github.com/wbsg-uni-mannheim/wdc-pave) holds pr
 59 shops in 5 categories, each a title and a description with 10-20 attributes annotated.
     python scripts/make_pave.py WDC_PAVE/data/processed_datasets/wdc_with_all_attributes/test.jsonl out/pave/test.jsonl
 The text is the title, a new line, then the description; an attribute's accepted values are
-every value annotated for it ("n/a": null).  The descriptions are cut at ~1,000 characters;
+every value annotated for it ("n/a": null).  The offers of a category list the same attributes
+in varying orders; each is written in one order per category (first seen), so that documents
+asking the same of the same category share their head, as a schema's would.  The descriptions are cut at ~1,000 characters;
 `--join 2500` writes texts of 2,500+ characters instead, consecutive offers of a category
 joined (for speed only: no gold values).
 """
@@ -14,11 +16,11 @@ import json
 from pathlib import Path
 
 
-def convert(offer: dict) -> dict:
+def convert(offer: dict, order: dict[str, int]) -> dict:
     text = "\n".join(part.strip() for part in (offer["input_title"], offer.get("input_description") or "")
                      if part and part.strip())
     accepted = {name: [value for value in values if value != "n/a"]
-                for name, values in offer["target_scores"].items()}
+                for name, values in sorted(offer["target_scores"].items(), key=lambda item: order[item[0]])}
     return {"id": f"pave-{offer['id']}", "text": text, "category": offer["category"],
             "attributes": list(accepted), "gold": {name: (v[0] if v else None) for name, v in accepted.items()},
             "gold_all": accepted}
@@ -49,7 +51,13 @@ def main() -> None:
     parser.add_argument("--join", type=int, metavar="CHARS", help="texts of at least CHARS characters, no gold")
     args = parser.parse_args()
     lines = Path(args.source).read_text(encoding="utf-8").splitlines()
-    records = [convert(json.loads(line)) for line in lines if line.strip()]
+    offers = [json.loads(line) for line in lines if line.strip()]
+    orders: dict[str, dict[str, int]] = {}
+    for offer in offers:
+        order = orders.setdefault(offer["category"], {})
+        for name in offer["target_scores"]:
+            order.setdefault(name, len(order))
+    records = [convert(offer, orders[offer["category"]]) for offer in offers]
     if args.join:
         records = joined(records, args.join)
     Path(args.target).parent.mkdir(parents=True, exist_ok=True)

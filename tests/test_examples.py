@@ -150,3 +150,22 @@ def test_run_with_examples_leaves_out_the_document_itself(model, model_path, tmp
                           "--attributes", "Brand,Color"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [f"e{i}" for i in range(1, 7)]
+
+
+def test_documents_listing_the_same_attributes_in_another_order_share_their_head(model, products):
+    """The prompt lists a category's names, and its examples' answers, in the first order seen;
+    each result keeps its own document's order."""
+    orders = [ASKS["Shoes"], ["Size", "Color", "Brand", "Gender"], ["Gender", "Brand", "Size", "Color"]]
+    documents = [{"id": f"o{i}", "text": p["text"], "category": "Shoes", "attributes": orders[i % 3]}
+                 for i, p in enumerate(products[1:7])]
+    settings = _with_examples(max_value_tokens=MAX_VALUE_TOKENS, examples_per_category=2)
+    extractor = raw_extractor(model, mode="hpd", **settings)
+    results, steps = trace(extractor, documents)
+    assert [list(r.values) for r in results] == [d["attributes"] for d in documents]
+    prompts = [extractor.runner.prompt(extractor.task(d)) for d in documents]
+    assert len({p.head for p in prompts}) == 1 and extractor.stats.shared_heads == 1
+    head = _text(model, prompts[0].head)
+    assert "Attributes: Brand; Gender; Color; Size\n" in head and "Size; Color" not in head
+    assert "Brand: Clarks\nGender: Women's\nColor: Black Synthetic\nSize: 7.5 M US" in head
+    sequential = trace(raw_extractor(model, mode="sequential", **settings), documents)
+    assert_matches_sequential(results, steps, ({r.id: r.values for r in sequential[0]}, sequential[1]))
