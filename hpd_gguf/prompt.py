@@ -58,6 +58,8 @@ PLAIN_TEMPLATE = (
     "{% if add_generation_prompt %}Answer:\n{% endif %}"
 )
 
+LISTING_ORDERS_KEPT = 10_000  # (category, set of names) whose first order is kept: ~25 MB at most
+
 _SENTINEL = re.compile("\ue000(\\d+)\ue001")
 
 
@@ -121,7 +123,10 @@ class PromptLayout:
     def listed_names(self, task: Task) -> tuple[str, ...]:
         """The task's attribute names in the order its prompt lists them: the first order seen
         for its category and set of names."""
-        return self._orders.setdefault((task.document.category, frozenset(task.names)), tuple(task.names))
+        key, names = (task.document.category, frozenset(task.names)), tuple(task.names)
+        if len(self._orders) < LISTING_ORDERS_KEPT:
+            return self._orders.setdefault(key, names)
+        return self._orders.get(key, names)  # a long-running server: past the bound, its own
 
     # rendering
     def _pieces(self, task: Task, own_examples: bool = True) -> tuple[list[str], int, int]:

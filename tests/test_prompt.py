@@ -1,6 +1,7 @@
 """Prompt layout: preamble + document + suffix is token-for-token the whole prompt."""
 import pytest
 
+from hpd_gguf import prompt as prompt_module
 from hpd_gguf.prompt import PromptLayout
 from hpd_gguf.schema import Attribute, Document, Task
 
@@ -72,3 +73,13 @@ def test_head_is_what_documents_of_one_category_share(model):
     other = layout.document(_task(TRICKY_TEXTS[0], category="Other"))
     fewer = layout.document(_task(TRICKY_TEXTS[0], TRICKY_ATTRIBUTES[:2]))
     assert len({a.head, other.head, fewer.head}) == 3
+
+
+def test_a_category_s_names_are_listed_in_the_first_order_seen_up_to_a_bound(model, monkeypatch):
+    monkeypatch.setattr(prompt_module, "LISTING_ORDERS_KEPT", 2)  # the placeholder's and one more
+    layout = PromptLayout(model)
+    assert layout.listed_names(_task("a", ["Brand", "Color"])) == ("Brand", "Color")
+    assert layout.listed_names(_task("b", ["Color", "Brand"])) == ("Brand", "Color")
+    assert layout.listed_names(_task("c", ["Color", "Brand"], category="Other")) == ("Color", "Brand")
+    assert layout.listed_names(_task("d", ["Brand", "Color"], category="Other")) == ("Brand", "Color")  # past the bound
+    assert layout.listed_names(_task("e", ["Color", "Brand"])) == ("Brand", "Color")  # kept
