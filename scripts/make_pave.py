@@ -9,7 +9,9 @@ every value annotated for it ("n/a": null).  The offers of a category list the s
 in varying orders; each is written in one order per category (first seen), so that documents
 asking the same of the same category share their head, as a schema's would.  The descriptions are cut at ~1,000 characters;
 `--join 2500` writes texts of 2,500+ characters instead, consecutive offers of a category
-joined (for speed only: no gold values).
+joined (for speed only: no gold values); `--pad 2500` keeps each offer and its gold and adds a
+shop's boilerplate (shipping, returns, payment: no attribute values) until the text is that long,
+as a product page's footer would.
 """
 import argparse
 import json
@@ -24,6 +26,44 @@ def convert(offer: dict, order: dict[str, int]) -> dict:
     return {"id": f"pave-{offer['id']}", "text": text, "category": offer["category"],
             "attributes": list(accepted), "gold": {name: (v[0] if v else None) for name, v in accepted.items()},
             "gold_all": accepted}
+
+
+# Written for this script: what a shop's product page says besides the product.
+BOILERPLATE = """
+Shipping: Orders placed before the daily cut-off are dispatched on the same working day. Delivery
+normally takes between two and five working days, depending on the destination and the carrier
+chosen at checkout. You will receive an email with a tracking link as soon as your parcel leaves
+our warehouse. Deliveries to remote areas and islands may take longer. We cannot deliver to
+post office boxes.
+
+Returns: If you are not completely satisfied with your purchase, you may return it within the
+statutory withdrawal period. Items must be returned unused, in their original packaging and with
+all accessories and documentation. Please contact our customer service before sending anything
+back so that we can give you a return authorisation. Refunds are issued to the original method of
+payment once the returned item has been received and inspected.
+
+Payment: We accept all major credit cards, bank transfer and the usual online payment services.
+Your payment information is encrypted and never stored on our servers. Invoices are sent by email
+and can also be downloaded from your customer account.
+
+Customer service: Our team is happy to help with any question about your order, about delivery or
+about the products in our shop. Write to us through the contact form and we will answer within one
+working day. Please have your order number at hand.
+
+Notes: Pictures may differ slightly from the product supplied. Prices include the statutory value
+added tax and exclude delivery costs unless stated otherwise. All trademarks mentioned belong to
+their respective owners."""
+
+
+def padded(record: dict, chars: int) -> dict:
+    """The offer with boilerplate paragraphs appended until its text has at least `chars`
+    characters; the gold stays the offer's."""
+    text, paragraphs = record["text"], [" ".join(p.split()) for p in BOILERPLATE.strip().split("\n\n")]
+    index = 0
+    while len(text) < chars:
+        text += "\n\n" + paragraphs[index % len(paragraphs)]
+        index += 1
+    return {**record, "id": f"padded-{record['id']}", "text": text}
 
 
 def joined(records: list[dict], chars: int) -> list[dict]:
@@ -49,6 +89,7 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("target")
     parser.add_argument("--join", type=int, metavar="CHARS", help="texts of at least CHARS characters, no gold")
+    parser.add_argument("--pad", type=int, metavar="CHARS", help="each offer padded with boilerplate to CHARS characters")
     args = parser.parse_args()
     lines = Path(args.source).read_text(encoding="utf-8").splitlines()
     offers = [json.loads(line) for line in lines if line.strip()]
@@ -60,6 +101,8 @@ def main() -> None:
     records = [convert(offer, orders[offer["category"]]) for offer in offers]
     if args.join:
         records = joined(records, args.join)
+    if args.pad:
+        records = [padded(r, args.pad) for r in records]
     Path(args.target).parent.mkdir(parents=True, exist_ok=True)
     with open(args.target, "w", encoding="utf-8") as out:
         out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
