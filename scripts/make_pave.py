@@ -6,12 +6,12 @@ WDC-PAVE (Brinkmann et al. 2024, github.com/wbsg-uni-mannheim/wdc-pave) holds pr
     python scripts/make_pave.py WDC_PAVE/data/processed_datasets/wdc_with_all_attributes/test.jsonl out/pave/test.jsonl
 The text is the title, a new line, then the description; an attribute's accepted values are
 every value annotated for it ("n/a": null).  The offers of a category list the same attributes
-in varying orders; each is written in one order per category (first seen), so that documents
-asking the same of the same category share their head, as a schema's would.  The descriptions are cut at ~1,000 characters;
-`--join 2500` writes texts of 2,500+ characters instead, consecutive offers of a category
-joined (for speed only: no gold values); `--pad 2500` keeps each offer and its gold and adds a
-shop's boilerplate (shipping, returns, payment: no attribute values) until the text is that long,
-as a product page's footer would.
+in varying orders; each is written in one order per category (the first seen), as a schema
+would give them.  The descriptions are cut at ~1,000 characters; `--join 2500` writes texts of
+2,500+ characters instead, consecutive offers of a category joined (for speed only: no gold
+values); `--pad 2500` keeps each offer and its gold and adds a shop's boilerplate (shipping,
+returns, payment: no attribute values) until the text is that long, as a product page's footer
+would.
 """
 import argparse
 import json
