@@ -66,6 +66,7 @@ def _extractor(model: str, schema: Schema | None, **settings) -> Extractor:
 
 _OPTION_TYPES = {"threads": int, "constraint": click.Choice(["span", "number", "none"]),
                  "min_confidence": click.FloatRange(0, 1), "examples_per_category": click.IntRange(0),
+                 "example_groups": click.IntRange(1),
                  "example_choice": click.Choice(EXAMPLE_CHOICES)}
 
 

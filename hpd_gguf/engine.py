@@ -140,7 +140,8 @@ class Engine:
         preamble = len(self.runner.layout.preamble)
         examples = self.runner.examples.head_characters() // 3  # ~3 characters a token
         shared = self.continuous and s.example_choice == "fixed"  # else each document holds its own
-        heads = min(s.max_resident, len(self.runner.examples.by_category)) * examples if shared else 0
+        heads = min(s.max_resident, len(self.runner.examples.by_category) * s.example_groups)
+        heads = heads * examples if shared else 0
         per_document = 96 + (0 if shared else examples) + (0 if self.continuous else preamble)
         return preamble + heads + s.max_resident * per_document + (s.n_seq_max - 1) * (8 + s.max_value_tokens) + \
             2 * s.batch_tokens

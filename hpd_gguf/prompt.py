@@ -11,9 +11,10 @@ and the three token lists concatenate to exactly the tokenization of that whole 
 split points are longest common token prefixes, so a tokenizer merge across a boundary moves
 the boundary instead of changing a token.  The document segment starts with its head (the
 category's own worked examples, when it has some, then the category and the attribute names),
-the same for every document that asks the same of the same category.  The names are listed in
-the first order the layout saw for that category and set of names, so that documents listing
-them in another order share the head too; results keep each document's own order.
+the same for every document shown the same examples that asks the same of the same category.
+The names are listed in the first order the layout saw for that category and set of names, so
+that documents listing them in another order share the head too; results keep each
+document's own order.
 """
 from __future__ import annotations
 

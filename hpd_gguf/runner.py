@@ -37,7 +37,7 @@ class ModelRunner:
         self.model, self.settings, self.schema = model, settings, schema
         answer_format = "json" if settings.mode == "json" else "lines"
         self.examples = ExamplePicker(schema.examples if schema else [], settings.examples_per_category,
-                                      settings.example_choice)
+                                      settings.example_choice, settings.example_groups)
         generic = schema.generic_examples if schema else None
         self.layout = PromptLayout(model, answer_format, instructions=schema and schema.instructions,
                                    attributes=schema.all_attributes() if schema else None,

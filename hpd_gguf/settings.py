@@ -40,8 +40,11 @@ class Settings:
                                          "json mode).")
     examples_per_category: int = _option(4, "Labeled examples shown per category (--examples, schema "
                                             "'examples'; 0: the built-in generic ones).")
-    example_choice: str = _option("fixed", "fixed: the same examples for a category's documents (those stating "
-                                           "the most attributes asked); similar: the most similar per document.")
+    example_choice: str = _option("fixed", "fixed: examples shared by a category's documents (those stating the "
+                                           "most attributes asked, of the group nearest each document); similar: "
+                                           "the most similar per document.")
+    example_groups: int = _option(4, "Groups of similar labeled documents per category (fixed choice; 1: the "
+                                     "same examples for all its documents).")
     flash_attention: bool = _option(True, "Flash attention.", cli=False)
     kv_f32: bool = _option(False, "Keep the KV cache in f32.", cli=False)
     max_queued: int = _option(4096, "Documents waiting at most, over all jobs (serve: 429 past it).",
@@ -52,6 +55,8 @@ class Settings:
             self.constraint = None
         if self.example_choice not in EXAMPLE_CHOICES:
             raise ValueError(f"unknown example choice {self.example_choice!r}; choose from {', '.join(EXAMPLE_CHOICES)}")
+        if self.example_groups < 1:
+            raise ValueError(f"example_groups must be 1 or more, not {self.example_groups}")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
 

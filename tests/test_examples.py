@@ -47,15 +47,51 @@ def test_fixed_examples_cover_the_attributes_asked_and_similar_ones_come_last():
                                              "attributes": ["Brand"]})) is None
 
 
-@pytest.mark.parametrize("choice", ["fixed", "similar"])
-def test_an_example_equal_to_the_document_is_never_shown_with_it(choice):
+@pytest.mark.parametrize("choice, k", [("fixed", 4), ("similar", 4), ("fixed", 1)])  # k=1: 2 groups
+def test_an_example_equal_to_the_document_is_never_shown_with_it(choice, k):
     examples = read_examples(EXAMPLES)
-    pegasus = examples[5]
-    for document in ({"id": pegasus.id, "text": "another text"},  # the same id
-                     {"id": "new", "text": "  nike WOMEN'S Air Zoom Pegasus 39 Running Shoes, White/Pink, 8 M US"}):
+    pegasus, vans = examples[5], examples[2]  # with k=1, Vans alone makes a group
+    for document, left_out in (({"id": pegasus.id, "text": "another text"}, pegasus),  # the same id
+                               ({"id": "new", "text": "  nike WOMEN'S Air Zoom Pegasus 39 Running Shoes, White/Pink, 8 M US"},
+                                pegasus),
+                               ({"id": "new", "text": vans.text}, vans)):
         task = _task({**document, "category": "Shoes", "attributes": ASKS["Shoes"]})
-        shown = ExamplePicker(examples, 4, choice)(task)
-        assert len(shown) == 3 and pegasus.text not in [text for text, _, _ in shown]
+        shown = ExamplePicker(examples, k, choice)(task)
+        assert len(shown) == min(k, 3) and left_out.text not in [text for text, _, _ in shown]
+
+
+def test_a_category_falls_in_groups_of_similar_examples_and_documents_get_the_nearest():
+    examples = read_examples(EXAMPLES)
+    picker = ExamplePicker(examples, 1)  # 4 labeled shoes, k=1: 2 groups (each of at least 2k on average)
+    texts = {"Timberland Men's 6-Inch Premium Waterproof Boot, Wheat Nubuck, 11 W": examples[0],  # Clarks
+             "Vans Authentic Sneaker, Black, 10": examples[2],  # its group: Vans alone
+             "Skechers Kids' Light-Up Sneakers, Blue/Lime, Size 2 Little Kid": examples[2]}
+    for text, shown in texts.items():
+        task = _task({"id": text, "text": text, "category": "Shoes", "attributes": ASKS["Shoes"]})
+        assert [t for t, _, _ in picker(task)] == [shown.text]
+    assert [g.members for g in picker._groups["Shoes"]] == [[0, 1, 3], [2]]  # places in the Shoes pool
+    one_group = ExamplePicker(examples, 1, groups=1)
+    for text in texts:
+        task = _task({"id": text, "text": text, "category": "Shoes", "attributes": ASKS["Shoes"]})
+        assert [t for t, _, _ in one_group(task)] == [examples[0].text]  # Clarks states all four
+
+
+def test_documents_nearest_one_group_share_its_head(model, products):
+    """Each group's head is decoded once and shared by the documents nearest it: the preamble,
+    then each head once, then only each document's own tokens."""
+    texts = [products[1]["text"], "Vans Authentic Sneaker, Black, 10", products[3]["text"], products[2]["text"]]
+    documents = [{"id": f"g{i}", "text": t, "category": "Shoes", "attributes": ASKS["Shoes"]} for i, t in enumerate(texts)]
+    settings = _with_examples(max_value_tokens=MAX_VALUE_TOKENS, examples_per_category=1)
+    extractor = raw_extractor(model, mode="hpd", **settings)
+    results, steps = trace(extractor, documents)
+    prompts = [extractor.runner.prompt(extractor.task(d)) for d in documents]
+    heads = list(dict.fromkeys(p.head for p in prompts))
+    assert [p.head for p in prompts] == [heads[0], heads[1], heads[0], heads[1]]
+    assert "Clarks" in _text(model, heads[0]) and "Vans Old Skool" in _text(model, heads[1])
+    assert prompt_tokens_decoded(extractor, documents) == expected_prompt_tokens(extractor.layout, prompts, heads)
+    assert extractor.stats.shared_heads == 2
+    sequential = trace(raw_extractor(model, mode="sequential", **settings), documents)
+    assert_matches_sequential(results, steps, ({r.id: r.values for r in sequential[0]}, sequential[1]))
 
 
 def test_examples_go_in_the_shared_head_and_hpd_decodes_them_once(model, products):
