@@ -89,18 +89,18 @@ class ExamplePicker:
             return None
         text = _folded(document.text)
         leaked = {i for i, e in enumerate(pool) if e.id == document.id or self._texts[document.category][i] == text}
-        if self.choice == "fixed":
-            group = self._nearest_group(document)
+        if self.choice == "similar":
+            usable = [e for i, e in enumerate(pool) if i not in leaked]
+            return _shown(_most_similar(usable, document.text, self.k), task.names)
+        group = self._nearest_group(document)
+        if leaked:  # this document's own choice, not kept
+            picked = _covering_from(pool, group.members, task.names, self.k, leaked)
+        else:
             key = (document.category, tuple(task.names), group.seed_place)
-            if leaked or key not in self._picked:
-                picked = _covering_from(pool, group.members, task.names, self.k, leaked)
-                if leaked:
-                    return _shown(pool, picked, task.names)
-                self._picked[key] = picked
-            return _shown(pool, self._picked[key], task.names)
-        usable = [e for i, e in enumerate(pool) if i not in leaked]
-        return [(e.text, e.category, _values_asked(e, task.names))
-                for e in _most_similar(usable, document.text, self.k)] or None
+            if key not in self._picked:
+                self._picked[key] = _covering_from(pool, group.members, task.names, self.k, leaked)
+            picked = self._picked[key]
+        return _shown([pool[i] for i in picked], task.names)
 
     def _nearest_group(self, document) -> Group:
         pool = self.by_category[document.category]
@@ -116,18 +116,19 @@ class ExamplePicker:
         return self.k * sum(lengths) // max(1, len(lengths))
 
 
-def _shown(pool: list[Example], picked: list[int], names: list[str]) -> list[Shown] | None:
-    return [(pool[i].text, pool[i].category, _values_asked(pool[i], names)) for i in picked] or None
+def _shown(examples: list[Example], names: list[str]) -> list[Shown] | None:
+    return [(e.text, e.category, _values_asked(e, names)) for e in examples] or None
 
 
 def _covering_from(pool: list[Example], members: list[int], names: list[str], k: int,
                    leaked: set[int]) -> list[int]:
     """k examples covering the attributes asked: the group's members first, then, where it has
     fewer than k, the rest of the pool; never a leaked one.  Their places in the pool."""
-    first, outside = [i for i in members if i not in leaked], leaked | set(members)
-    rest = [i for i in range(len(pool)) if i not in outside]
+    first = [i for i in members if i not in leaked]
     picked = [first[i] for i in _covering([pool[i] for i in first], names, k)]
     if len(picked) < k:
+        outside = leaked | set(members)
+        rest = [i for i in range(len(pool)) if i not in outside]
         picked += [rest[i] for i in _covering([pool[i] for i in rest], names, k - len(picked))]
     return picked
 
@@ -136,9 +137,9 @@ def _grouped(pool: list[Example], n: int) -> list[Group]:
     """Up to n groups (at least one): seeds picked greedily so that the labeled documents are as
     similar as can be to their nearest seed (seeds from an evenly spaced sample of at most
     GROUPING_SAMPLE of them), then each labeled document to its nearest seed."""
-    words = [_words(e.text) for e in pool]
     if n <= 1:
-        return [Group(words[0], 0, list(range(len(pool))))]
+        return [Group(frozenset(), 0, list(range(len(pool))))]
+    words = [_words(e.text) for e in pool]
     sample = sorted({i * len(pool) // GROUPING_SAMPLE for i in range(GROUPING_SAMPLE)}) \
         if len(pool) > GROUPING_SAMPLE else list(range(len(pool)))
     similarity = {(a, b): _jaccard(words[a], words[b]) for a in sample for b in sample}
