@@ -18,7 +18,7 @@ from .examples import read_examples
 from .jsonl import Rejected, ResultWriter, input_files, read_tasks
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
-from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields, resident_cells
+from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields, resident_cells, shows_labeled_examples
 
 EXIT_REJECTED = 2
 
@@ -185,7 +185,7 @@ def _on_ray(model: str, schema: Schema | None, address: str, workers: int | None
     workers = workers or max(1, physical_cores() // threads_per_worker)
     if model in models.KNOWN_MODELS:
         try:
-            models.resolve(model, _say)  # pulled once here, not per actor
+            models.resolve(model, _say, shows_labeled_examples(schema, settings["examples_per_category"]))  # once here
         except models.ModelError as error:
             _fail(str(error))
     distributed.connect(address, workers * threads_per_worker)
@@ -303,7 +303,7 @@ def bench(model, docs, limit, interleave, modes, gold, examples, json_out, scali
         _fail(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     try:
         schema = _load_schema(None, None, examples)
-        path = models.resolve(model, _say)
+        path = models.resolve(model, _say, shows_labeled_examples(schema, settings["examples_per_category"]))
     except (models.ModelError, InputError) as error:
         _fail(str(error))
     report = run_bench(path, docs, chosen, limit=limit, gold=gold, scaling=scaling, sweep=sweep, log=_say,

@@ -42,8 +42,7 @@ class ExtractWorker:
         if model not in models.KNOWN_MODELS and not Path(model).is_file():
             raise FileNotFoundError(f"model file {model} not found on node {socket.gethostname()}: "
                                     "a path must exist on every node")
-        path = models.resolve(model)  # a known name missing here is pulled, its sha256 checked
-        self.extractor = Extractor(path, schema=Schema.model_validate(schema) if schema else None,
+        self.extractor = Extractor(model, schema=Schema.model_validate(schema) if schema else None,
                                    threads=threads, **settings)
 
     def _task(self, row: dict) -> Task:

@@ -14,7 +14,7 @@ from .jobs import Job
 from .llama import Model, offloaded_layers, supports_gpu_offload
 from .runner import ModelRunner
 from .schema import Document, Result, Schema, Task
-from .settings import Settings, resident_cells
+from .settings import Settings, resident_cells, shows_labeled_examples
 
 
 class Extractor:
@@ -37,7 +37,8 @@ class Extractor:
         self.settings.max_resident_cells = resident_cells(self.settings.max_resident_cells, self.settings.n_gpu_layers)
         self.schema = schema
         self.log = log
-        self.model = model if isinstance(model, Model) else Model(models.resolve(model, log),
+        labeled = shows_labeled_examples(schema, self.settings.examples_per_category)
+        self.model = model if isinstance(model, Model) else Model(models.resolve(model, log, labeled),
                                                                   self.settings.n_gpu_layers)
         self.runner = ModelRunner(self.model, self.settings, schema)
         self._engine: Engine | None = None

@@ -170,13 +170,14 @@ def verify(name: str) -> bool:
     return path.is_file() and _sha256(path) == KNOWN_MODELS[name].sha256
 
 
-def resolve(model: str | os.PathLike, log=lambda message: None) -> Path:
+def resolve(model: str | os.PathLike, log=lambda message: None, labeled_examples: bool = False) -> Path:
     """A path to a .gguf as given, or the file a known name runs as: its shipped weights
     (pulled first when missing), requantized once where `runs_as` says so (qwen2.5-coder-0.5b
-    runs as Q4_0: faster on CPUs at the same F1, BENCHMARKS.md)."""
+    runs as Q4_0: faster on CPUs at the same F1, BENCHMARKS.md), but as shipped when documents
+    are shown labeled examples (as Q4_0 it scores 0.03-0.05 F1 less with them, QUALITY.md)."""
     text = str(model)
     if text in KNOWN_MODELS:
-        kind = KNOWN_MODELS[text].runs_as
+        kind = None if labeled_examples else KNOWN_MODELS[text].runs_as
         return optimize(text, kind, log) if kind else _shipped(text, log)
     path = Path(text)
     if path.suffix == ".gguf" or path.exists() or os.sep in text:

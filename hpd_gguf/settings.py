@@ -69,6 +69,11 @@ def resident_cells(requested: int, n_gpu_layers: int) -> int:
     return requested
 
 
+def shows_labeled_examples(schema, examples_per_category: int) -> bool:
+    """Whether documents are shown labeled examples of their category (the schema has some)."""
+    return examples_per_category > 0 and schema is not None and bool(schema.examples)
+
+
 def cli_fields():
     """The settings `run`, `bench` and `serve` take as options."""
     return [f for f in fields(Settings) if f.metadata.get("cli")]

@@ -79,6 +79,15 @@ def test_a_known_model_that_runs_requantized_resolves_to_its_copy(model_path, tm
     messages.clear()
     assert models.resolve("smollm2-135m", log=messages.append) == path and messages == []  # made once
     assert models.resolve(tmp_path / model_path.name) == tmp_path / model_path.name  # a path runs as given
+    # with labeled examples it runs as shipped (qwen2.5-coder-0.5b scores less with them as Q4_0)
+    assert models.resolve("smollm2-135m", labeled_examples=True) == tmp_path / model_path.name
+    from hpd_gguf import Extractor
+    from hpd_gguf.schema import Example, Schema
+
+    labeled = Schema(categories={"Mugs": [{"name": "Color"}]},
+                     examples=[Example(id="e1", text="Acme red mug", category="Mugs", values={"Color": "red"})])
+    assert Extractor("smollm2-135m", schema=labeled).model.path == tmp_path / model_path.name
+    assert Extractor("smollm2-135m", schema=labeled, examples_per_category=0).model.path == path
 
 
 def test_optimize_writes_a_q4_0_copy_that_extracts(model_path, tmp_path, monkeypatch, products):
