@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from hpd_gguf.examples import ExamplePicker, read_examples
-from hpd_gguf.schema import Document, Example, InputError, Schema, make_task
+from hpd_gguf.schema import Document, InputError, Schema, make_task
 from tests.conftest import (DATA, MAX_VALUE_TOKENS, assert_matches_sequential, expected_prompt_tokens,
                             prompt_tokens_decoded, raw_extractor, trace)
 
