@@ -263,6 +263,9 @@ def models_list():
         present = "yes" if path.is_file() else "no"
         click.echo(f"{model.name:<22}{present:<9}{model.size / 1e6:>6.0f} MB  {str(path):<48}"
                    f"{model.runs_as or 'shipped':<9}{model.about}")
+    requantized = [m.name for m in models.KNOWN_MODELS.values() if m.runs_as]
+    if requantized:
+        click.echo(f"({', '.join(requantized)}: as shipped when documents are shown labeled examples, QUALITY.md)")
 
 
 @models_group.command("pull")

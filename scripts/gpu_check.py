@@ -15,8 +15,10 @@ from pathlib import Path
 
 from hpd_gguf import Extractor
 from hpd_gguf.bench import run_bench
+from hpd_gguf.examples import read_examples
 from hpd_gguf.jsonl import load_jsonl
 from hpd_gguf.llama import Model, devices, supports_gpu_offload, system_info
+from hpd_gguf.schema import Schema
 from hpd_gguf.settings import MODES
 
 RAW = {"constraint": None, "min_confidence": 0.0}  # the model's own values: nothing cut short
@@ -72,6 +74,21 @@ def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
             "cpu_backend_documents": len(records), "cpu_backend_seconds": round(cpu_seconds, 2)}, problems
 
 
+def examples_cost(path: Path, args) -> dict:
+    """hpd's documents/s on documents of a few categories in turn, without and with labeled
+    examples of those categories (issue 17: within 10%), value lengths capped as above."""
+    gpu_layers = 0 if args.cpu else -1
+    settings = {**RAW, "max_value_tokens": args.max_value_tokens, "n_gpu_layers": gpu_layers}
+    labeled = Schema(categories={}, examples=read_examples(args.examples))
+    speed = {}
+    for name, schema in (("without", None), ("with", labeled)):
+        report = run_bench(path, str(args.examples_docs), ["hpd"], limit=args.examples_limit, schema=schema,
+                           log=lambda m: print(m, file=sys.stderr), **settings)
+        speed[name] = report.runs[0].documents_per_second
+    return {"documents": args.examples_limit, "without": round(speed["without"], 3),
+            "with": round(speed["with"], 3), "ratio": round(speed["with"] / speed["without"], 3)}
+
+
 def table(results: list[dict]) -> str:
     lines = [f"{'model':<34}{'mode':<11}{'docs':>5}{'wall s':>9}{'docs/s':>9}{'hpd speedup':>12}"
              f"{'of prefill':>11}{'= sequential':>13}{'= CPU backend':>14}"]
@@ -81,6 +98,12 @@ def table(results: list[dict]) -> str:
             lines.append(f"{result['model'][:33]:<34}{row['mode']:<11}{row['documents']:>5}{row['seconds']:>9.2f}"
                          f"{row['documents_per_second']:>9.3f}{row['hpd_speedup']:>11.2f}x"
                          f"{row['share_of_prefill']:>11.0%}{row['same_as_sequential']:>13.1%}{cpu:>14}")
+    for result in results:
+        if "examples" in result:
+            e = result["examples"]
+            lines.append(f"{result['model']}: hpd on {e['documents']} documents of 3 categories, "
+                         f"{e['without']:.3f} docs/s without labeled examples, {e['with']:.3f} with them "
+                         f"({e['ratio']:.0%}; issue 17 asks >= 90%)")
     return "\n".join(lines)
 
 
@@ -93,6 +116,9 @@ def main() -> None:
     parser.add_argument("--max-attributes", type=int, default=None, help="attributes per document at most")
     parser.add_argument("--cpu-documents", type=int, default=8, help="documents compared with the CPU backend")
     parser.add_argument("--min-same", type=float, default=0.9, help="least share of values equal to fail below")
+    parser.add_argument("--examples-docs", type=Path, help="documents of a few categories in turn")
+    parser.add_argument("--examples", type=Path, help="labeled products of those categories")
+    parser.add_argument("--examples-limit", type=int, default=192, help="documents of --examples-docs")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU backend")
     args = parser.parse_args()
     print(f"llama.cpp: {system_info()}", file=sys.stderr)
@@ -107,6 +133,8 @@ def main() -> None:
     results, problems = [], []
     for path in args.models:
         result, found = check_model(path, docs, args)
+        if args.examples:
+            result["examples"] = examples_cost(path, args)
         results.append(result)
         problems += found
     print(table(results))

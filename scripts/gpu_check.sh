@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (issue 13): every mode on the same documents with 0.5B- and 1.5B-shaped
-# stand-ins of qwen2.5-coder, hpd against sequential and against the CPU backend, one table.
+# stand-ins of qwen2.5-coder, hpd against sequential and against the CPU backend, one table;
+# then what labeled examples cost hpd (issue 17).
 #   scripts/gpu_prepare.sh    here, first: fills out/gpu (see there)
 #   scripts/gpu_check.sh      on the GPU machine, with out/gpu carried: builds llama-cpp-python
 #                             with CUDA (once; kept in out/gpu/venv), then checks (~2 min)
@@ -9,9 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --cpu ]; then
-    [ -f out/gpu/docs.jsonl ] || scripts/gpu_prepare.sh
+    [ -f out/gpu/three.jsonl ] || scripts/gpu_prepare.sh
     PY=.venv/bin/python
-    args=(--cpu --limit "${LIMIT:-4}" --max-attributes 3 --max-value-tokens 4 --cpu-documents 4)
+    args=(--cpu --limit "${LIMIT:-4}" --max-attributes 3 --max-value-tokens 4 --cpu-documents 4 --examples-limit 6)
 else
     venv=out/gpu/venv
     [ -x $venv/bin/python ] || python3 -m venv --system-site-packages $venv
@@ -46,7 +47,7 @@ print(next(iter(sorted(f for p in sys.path for f in glob.glob(os.path.join(p, 'n
             "${PIP[@]}" wheel --no-build-isolation --no-deps -w out/gpu/build out/gpu/build/llama_cpp_python-0.3.36
         "${PIP[@]}" install --no-index --no-deps out/gpu/build/llama_cpp_python-*.whl
     fi
-    args=(--limit "${LIMIT:-64}" --max-value-tokens 8 --cpu-documents 16)
+    args=(--limit "${LIMIT:-64}" --max-value-tokens 8 --cpu-documents 16 --examples-limit 192)
 fi
 mkdir -p out/gpu/models
 for packed in out/gpu/standins/*.gguf.xz; do
@@ -55,4 +56,4 @@ for packed in out/gpu/standins/*.gguf.xz; do
 with lzma.open(sys.argv[1]) as f, open(sys.argv[2], 'wb') as out: shutil.copyfileobj(f, out, 1 << 22)" "$packed" "$model"
 done
 PYTHONPATH=. "$PY" scripts/gpu_check.py out/gpu/models/qwen2.5-coder-0.5b.gguf out/gpu/models/qwen2.5-coder-1.5b.gguf \
-    --docs out/gpu/docs.jsonl "${args[@]}"
+    --docs out/gpu/docs.jsonl --examples-docs out/gpu/three.jsonl --examples out/gpu/examples.jsonl "${args[@]}"

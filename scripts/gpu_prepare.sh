@@ -5,6 +5,8 @@
 #   out/gpu/llama-cpp-python.tar.xz   llama-cpp-python's source without what a CUDA build never reads
 #   out/gpu/wheels/              the Python dependencies, for the GPU machine's Python 3.12
 #   out/gpu/docs.jsonl           documents of every category in turn (OA-Mine, else the test set)
+#   out/gpu/three.jsonl, out/gpu/examples.jsonl   documents of 3 categories in turn, and labeled
+#                                products of the same categories (what examples cost: issue 17)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLAMA_VERSION=0.3.36
@@ -43,7 +45,13 @@ from hpd_gguf.jsonl import load_jsonl
 source = Path("../shared/data/oamine_train.jsonl")
 records = interleave(load_jsonl(source)) if source.is_file() else load_jsonl("tests/data/products20.jsonl")
 keep = ("id", "text", "category", "attributes")
-Path("out/gpu/docs.jsonl").write_text("".join(json.dumps({k: r[k] for k in keep if k in r}, ensure_ascii=False) + "\n"
-                                              for r in records[:256]))
+def write(path, rows, fields):
+    Path(path).write_text("".join(json.dumps({k: r[k] for k in fields if k in r}, ensure_ascii=False) + "\n"
+                                  for r in rows))
+write("out/gpu/docs.jsonl", records[:256], keep)
+three = [r for r in records if r.get("category") in ("Shoes", "Vitamin", "Coffee", "Vitamins")]
+write("out/gpu/three.jsonl", [r for i, r in enumerate(three) if i % 5][:192], keep)
+write("out/gpu/examples.jsonl", [r for i, r in enumerate(three) if not i % 5] if source.is_file()
+      else load_jsonl("tests/data/examples.jsonl"), keep + ("gold",))
 PY
 du -sh out/gpu --exclude=out/gpu/models --exclude=out/gpu/venv --exclude=out/gpu/build 2>/dev/null || du -sh out/gpu
