@@ -95,6 +95,11 @@ def _records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
                 row += 1
                 yield f"{path}:row {row}", record
         return
+    yield from _parsed_lines(path)
+
+
+def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
+    """("file:line", object) for each line that is not blank; one that is no object comes as ValueError."""
     for number, raw in read_lines(path):
         if raw is not None and not raw.strip():
             continue
@@ -168,13 +173,10 @@ class ResultWriter:
 
 def load_jsonl_lines(path: str | Path) -> Iterator[tuple[str, dict]]:
     """("file:line", object) for each line of a trusted JSONL file; a bad line raises InputError."""
-    for number, raw in read_lines(path):
-        if raw is not None and not raw.strip():
-            continue
-        try:
-            yield f"{path}:{number}", parse_line(raw)
-        except ValueError as error:
-            raise InputError(f"{path}:{number}", str(error)) from None
+    for where, record in _parsed_lines(path):
+        if isinstance(record, ValueError):
+            raise InputError(where, str(record))
+        yield where, record
 
 
 def load_jsonl(path: str | Path) -> list[dict]:
