@@ -5,7 +5,8 @@ suffixes of branches that start now, and chunks of document prefill.  Documents 
 as sequence ids and KV cells allow, in arrival order but those that share the head of the last
 one first (within a reorder window); a document whose branches outnumber the free ids runs
 them in rounds over its own document cells.  Documents that ask the same of the same category
-share the head of their segment: it is decoded once, and each copies it.
+share the head of their segment: it is decoded once, and each copies it; a head made again
+after it went (its category came back) stays for later documents when idle.
 Every `can_*` check has its action beside it, so the cache never runs out of ids or cells.
 """
 from __future__ import annotations
@@ -16,6 +17,10 @@ from dataclasses import dataclass
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch
 from .sequence import Branch, DocumentState, SharedHead, Status
+
+
+IDLE_HEADS_KEPT = 8  # heads no document uses, kept for later documents when made twice before
+HEADS_REMEMBERED = 100_000  # heads whose making is remembered (by hash)
 
 
 @dataclass
@@ -38,6 +43,8 @@ class Scheduler:
         self._waiting_heads: Counter = Counter()
         self._awaiting_head: list[DocumentState] = []
         self._last_head: tuple[int, ...] | None = None  # of the document admitted last
+        self._made: set[int] = set()  # hashes of the heads made so far
+        self._made_again: set[int] = set()  # and of those made more than once: these stay when idle
         self.heads_made = 0
 
     def add(self, doc: DocumentState) -> None:
@@ -127,8 +134,10 @@ class Scheduler:
         if new_head:  # another waiting document asks the same of the same category
             head = self.heads[key] = SharedHead(pos=doc.pos, pending=list(key), key=key)
             self.heads_made += 1
+            self._remember(key)
             head.seq = self.kv.open(head.cells, source=PREAMBLE_SEQ if share else None, upto=head.pos)
         if head:
+            self.heads[key] = self.heads.pop(key)  # the most recently used last
             doc.share(head)
             doc.status = Status.AWAITING_HEAD
             self._awaiting_head.append(doc)
@@ -230,11 +239,24 @@ class Scheduler:
             doc.head.users -= 1
             self._drop_unused_heads()
 
+    def _remember(self, key: tuple) -> None:
+        if len(self._made) >= HEADS_REMEMBERED:
+            self._made.clear()
+            self._made_again.clear()
+        if hash(key) in self._made:
+            self._made_again.add(hash(key))
+        self._made.add(hash(key))
+
     def _drop_unused_heads(self) -> None:
-        """A head goes when no resident document uses it and no waiting document asks for it
-        (a head of examples is long: decoding it again would cost more than its cells)."""
-        for head in [h for h in self.heads.values() if h.users == 0 and not self._waiting_heads[h.key]]:
-            self._close_head(head)
+        """A head goes when no resident document uses it and no waiting document asks for it,
+        unless it was made again after going before (its category comes back, as in a server's
+        requests): the last IDLE_HEADS_KEPT such stay.  Others go at once: on a CPU every step's
+        rows scan an idle head's cells (BENCHMARKS.md, "Heads kept between requests")."""
+        unused = [h for h in self.heads.values() if h.users == 0 and not self._waiting_heads[h.key]]
+        kept = [h.key for h in unused if hash(h.key) in self._made_again][-IDLE_HEADS_KEPT:]
+        for head in unused:
+            if head.key not in kept:
+                self._close_head(head)
 
     def _drop_idle_heads(self, but: tuple) -> bool:
         """Make room for the next document: drop the heads no resident document uses (but its own)."""

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from hpd_gguf import JobCancelled
-from tests.conftest import MAX_VALUE_TOKENS, Tracer, assert_matches_sequential, raw_extractor
+from tests.conftest import (MAX_VALUE_TOKENS, Tracer, assert_matches_sequential, prompt_tokens_decoded,
+                            raw_extractor, trace)
 
 
 def wait_until_idle(engine, limit=60.0):
@@ -65,11 +66,36 @@ def test_a_cancelled_job_frees_its_ids_and_cells_within_a_step(engine_extractor,
     wait_until_idle(engine)
     assert engine_extractor.stats.decode_calls - calls <= 1  # at most the step under way when it came
     assert first.id == many[0]["id"] and engine.documents_done < len(many) + 2
-    assert (engine.kv.free_cells, engine.kv.free_seqs) == idle and engine.resident == 0 and engine.queued == 0
-    assert kv_in_use(engine) == []
+    kept = engine.scheduler.heads.values()  # heads kept for later documents (nothing waits): a cache
+    assert all(head.users == 0 for head in kept)
+    free = engine.kv.free_cells + sum(h.cells for h in kept), engine.kv.free_seqs + len(kept)
+    assert free == idle and engine.resident == 0 and engine.queued == 0
+    assert kv_in_use(engine) == sorted(h.seq for h in kept)
     with pytest.raises(JobCancelled):
         next(results)
     assert [r.id for r in engine_extractor.submit(products[:3])] == [p["id"] for p in products[:3]]  # it goes on
+
+
+def test_a_head_made_again_stays_for_the_next_request_of_its_category(engine_extractor, model, products):
+    """A head whose category comes back after it went (a server's requests) stays when idle: the
+    next documents copy it instead of decoding it again.  One made once goes at once."""
+    asks = ["Brand", "Gender", "Color", "Size"]
+    requests = [[{"id": f"{n}{i}", "text": p["text"], "category": "Shoes", "attributes": asks}
+                 for i, p in enumerate(products[3 * n: 3 * n + 2 + (n == 2)])] for n in range(3)]
+    engine, tracer = engine_extractor.engine, Tracer()
+    engine_extractor.on_logits = tracer
+    results, made, decoded = [], [], []
+    for request in requests:
+        results += list(engine_extractor.submit(request))
+        wait_until_idle(engine)  # the last step counted
+        made.append(engine_extractor.stats.shared_heads)
+        decoded.append(prompt_tokens_decoded(engine_extractor, [d for r in requests[:len(made)] for d in r]))
+    assert made == [1, 2, 2]  # gone after the first request; kept after the second, copied in the third
+    prompts = [engine_extractor.layout.document(engine_extractor.task(d)) for d in requests[2]]
+    assert decoded[2] - decoded[1] == sum(len(p.tokens) - p.head_end + sum(map(len, p.suffixes)) for p in prompts)
+    every = [d for r in requests for d in r]
+    sequential = trace(raw_extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), every)
+    assert_matches_sequential(results, tracer.steps, ({r.id: r.values for r in sequential[0]}, sequential[1]))
 
 
 def test_progress_and_a_bad_document(engine_extractor, products):
