@@ -123,3 +123,15 @@ def expected_prompt_tokens(layout, prompts, decoded_heads) -> int:
     return len(layout.preamble) + sum(map(len, decoded_heads)) + sum(
         len(p.tokens) - (p.head_end if p.head in decoded_heads else p.shared) + sum(map(len, p.suffixes))
         for p in prompts)
+
+
+def free_but_kept_heads(engine) -> tuple[int, int]:
+    """Free KV cells and sequence ids, counting the idle heads kept for later documents (a
+    cache) as free."""
+    kept = engine.scheduler.heads.values()
+    assert all(head.users == 0 for head in kept)
+    return engine.kv.free_cells + sum(h.cells for h in kept), engine.kv.free_seqs + len(kept)
+
+
+def kept_head_seqs(engine) -> list[int]:
+    return sorted(head.seq for head in engine.scheduler.heads.values())

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from hpd_gguf import JobCancelled
-from tests.conftest import (MAX_VALUE_TOKENS, Tracer, assert_matches_sequential, prompt_tokens_decoded,
-                            raw_extractor, trace)
+from tests.conftest import (MAX_VALUE_TOKENS, Tracer, assert_matches_sequential, free_but_kept_heads,
+                            kept_head_seqs, prompt_tokens_decoded, raw_extractor, trace)
 
 
 def wait_until_idle(engine, limit=60.0):
@@ -56,7 +56,7 @@ def test_a_cancelled_job_frees_its_ids_and_cells_within_a_step(engine_extractor,
     engine = engine_extractor.engine
     list(engine_extractor.submit(products[:2]))
     wait_until_idle(engine)
-    idle = engine.kv.free_cells, engine.kv.free_seqs
+    idle = free_but_kept_heads(engine)
     many = [dict(p, id=f"{c}-{p['id']}") for c in range(4) for p in products]
     job = engine_extractor.submit(many)
     results = iter(job)
@@ -66,11 +66,8 @@ def test_a_cancelled_job_frees_its_ids_and_cells_within_a_step(engine_extractor,
     wait_until_idle(engine)
     assert engine_extractor.stats.decode_calls - calls <= 1  # at most the step under way when it came
     assert first.id == many[0]["id"] and engine.documents_done < len(many) + 2
-    kept = engine.scheduler.heads.values()  # heads kept for later documents (nothing waits): a cache
-    assert all(head.users == 0 for head in kept)
-    free = engine.kv.free_cells + sum(h.cells for h in kept), engine.kv.free_seqs + len(kept)
-    assert free == idle and engine.resident == 0 and engine.queued == 0
-    assert kv_in_use(engine) == sorted(h.seq for h in kept)
+    assert free_but_kept_heads(engine) == idle and engine.resident == 0 and engine.queued == 0
+    assert kv_in_use(engine) == kept_head_seqs(engine)
     with pytest.raises(JobCancelled):
         next(results)
     assert [r.id for r in engine_extractor.submit(products[:3])] == [p["id"] for p in products[:3]]  # it goes on

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from hpd_gguf import Result
-from tests.conftest import MAX_VALUE_TOKENS, ROOT, Tracer, assert_matches_sequential, raw_extractor
+from tests.conftest import (MAX_VALUE_TOKENS, ROOT, Tracer, assert_matches_sequential, free_but_kept_heads,
+                            kept_head_seqs, raw_extractor)
 from tests.test_jobs import kv_in_use, wait_until_idle
 
 httpx = pytest.importorskip("httpx")
@@ -100,7 +101,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_cells(served, products):
     url, extractor = served
     engine = extractor.engine
     wait_until_idle(engine)
-    idle = engine.kv.free_cells, engine.kv.free_seqs
+    idle = free_but_kept_heads(engine)
     done_before = engine.documents_done
     many = [dict(p, id=f"{c}-{p['id']}") for c in range(2) for p in products]
     with httpx.stream("POST", f"{url}/v1/extract", json={"documents": many, "stream": True}, timeout=120) as answer:
@@ -109,9 +110,9 @@ def test_a_client_that_leaves_mid_stream_frees_its_cells(served, products):
         assert first["id"] == many[0]["id"] and set(first["values"]) == set(products[0]["attributes"])
     wait_until_idle(engine)
     assert engine.documents_done - done_before < len(many)  # it stopped, it did not finish
-    assert (engine.kv.free_cells, engine.kv.free_seqs) == idle and kv_in_use(engine) == []
+    assert free_but_kept_heads(engine) == idle and kv_in_use(engine) == kept_head_seqs(engine)
     assert _metric(url, "hpd_resident_documents") == 0 and _metric(url, "hpd_queue_depth") == 0
-    assert _metric(url, "hpd_free_sequence_ids") == idle[1]
+    assert _metric(url, "hpd_free_sequence_ids") == engine.kv.free_seqs
 
 
 def test_a_stream_gives_every_result_in_order(served, products):
