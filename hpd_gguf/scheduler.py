@@ -43,8 +43,7 @@ class Scheduler:
         self._waiting_heads: Counter = Counter()
         self._awaiting_head: list[DocumentState] = []
         self._last_head: tuple[int, ...] | None = None  # of the document admitted last
-        self._made: set[int] = set()  # hashes of the heads made so far
-        self._made_again: set[int] = set()  # and of those made more than once: these stay when idle
+        self._times_made: Counter = Counter()  # by the head's hash: those made twice stay when idle
         self.heads_made = 0
 
     def add(self, doc: DocumentState) -> None:
@@ -240,12 +239,9 @@ class Scheduler:
             self._drop_unused_heads()
 
     def _remember(self, key: tuple) -> None:
-        if len(self._made) >= HEADS_REMEMBERED:
-            self._made.clear()
-            self._made_again.clear()
-        if hash(key) in self._made:
-            self._made_again.add(hash(key))
-        self._made.add(hash(key))
+        if len(self._times_made) >= HEADS_REMEMBERED:
+            self._times_made.clear()
+        self._times_made[hash(key)] += 1
 
     def _drop_unused_heads(self) -> None:
         """A head goes when no resident document uses it and no waiting document asks for it,
@@ -253,9 +249,10 @@ class Scheduler:
         requests): the last IDLE_HEADS_KEPT such stay.  Others go at once: on a CPU every step's
         rows scan an idle head's cells (BENCHMARKS.md, "Heads kept between requests")."""
         unused = [h for h in self.heads.values() if h.users == 0 and not self._waiting_heads[h.key]]
-        kept = [h.key for h in unused if hash(h.key) in self._made_again][-IDLE_HEADS_KEPT:]
+        made_again = [h for h in unused if self._times_made[hash(h.key)] > 1]
+        kept = {id(h) for h in made_again[-IDLE_HEADS_KEPT:]}
         for head in unused:
-            if head.key not in kept:
+            if id(head) not in kept:
                 self._close_head(head)
 
     def _drop_idle_heads(self, but: tuple) -> bool:

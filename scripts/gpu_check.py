@@ -37,10 +37,14 @@ def first_attributes(docs: Path, limit: int, most: int | None, target: Path) -> 
     return target
 
 
+def raw_settings(args) -> dict:
+    """The settings of every run: the model's own values, capped, on this backend."""
+    return {**RAW, "max_value_tokens": args.max_value_tokens, "n_gpu_layers": 0 if args.cpu else -1}
+
+
 def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
-    gpu_layers = 0 if args.cpu else -1
-    settings = {**RAW, "max_value_tokens": args.max_value_tokens, "n_gpu_layers": gpu_layers,
-                "json_tokens_per_attribute": args.max_value_tokens + 4}  # a key and quotes beside the value
+    settings = {**raw_settings(args), "json_tokens_per_attribute": args.max_value_tokens + 4}  # a key and quotes
+    gpu_layers = settings["n_gpu_layers"]
     report = run_bench(path, str(docs), list(MODES), limit=args.limit, log=lambda m: print(m, file=sys.stderr),
                        **settings)
     print(report.table(), file=sys.stderr)
@@ -74,19 +78,15 @@ def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
             "cpu_backend_documents": len(records), "cpu_backend_seconds": round(cpu_seconds, 2)}, problems
 
 
-def examples_cost(path: Path, args) -> dict:
+def examples_cost(path: Path, labeled: Schema, args) -> dict:
     """hpd's documents/s on documents of a few categories in turn, without and with labeled
     examples of those categories (issue 17: within 10%), value lengths capped as above."""
-    gpu_layers = 0 if args.cpu else -1
-    settings = {**RAW, "max_value_tokens": args.max_value_tokens, "n_gpu_layers": gpu_layers}
-    labeled = Schema(categories={}, examples=read_examples(args.examples))
-    speed = {}
-    for name, schema in (("without", None), ("with", labeled)):
-        report = run_bench(path, str(args.examples_docs), ["hpd"], limit=args.examples_limit, schema=schema,
-                           log=lambda m: print(m, file=sys.stderr), **settings)
-        speed[name] = report.runs[0].documents_per_second
-    return {"documents": args.examples_limit, "without": round(speed["without"], 3),
-            "with": round(speed["with"], 3), "ratio": round(speed["with"] / speed["without"], 3)}
+    runs = {name: run_bench(path, str(args.examples_docs), ["hpd"], limit=args.examples_limit, schema=schema,
+                            log=lambda m: print(m, file=sys.stderr), **raw_settings(args)).runs[0]
+            for name, schema in (("without", None), ("with", labeled))}
+    without, with_ = runs["without"].documents_per_second, runs["with"].documents_per_second
+    return {"documents": runs["with"].documents, "without": round(without, 3), "with": round(with_, 3),
+            "ratio": round(with_ / without, 3)}
 
 
 def table(results: list[dict]) -> str:
@@ -130,11 +130,12 @@ def main() -> None:
     out = Path(os.environ.get("OUT") or "out/gpu")
     out.mkdir(parents=True, exist_ok=True)
     docs = first_attributes(args.docs, args.limit, args.max_attributes, out / "check_docs.jsonl")
+    labeled = Schema(categories={}, examples=read_examples(args.examples)) if args.examples else None
     results, problems = [], []
     for path in args.models:
         result, found = check_model(path, docs, args)
-        if args.examples:
-            result["examples"] = examples_cost(path, args)
+        if labeled:
+            result["examples"] = examples_cost(path, labeled, args)
         results.append(result)
         problems += found
     print(table(results))
