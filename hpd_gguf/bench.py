@@ -177,7 +177,8 @@ def run_mode(model: Model, tasks: list[Task], mode: str, schema: Schema | None =
 
 def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | None = None,
               gold: bool = False, scaling: bool = False, sweep: bool = False, log=print,
-              interleaved: bool = False, schema: Schema | None = None, **settings) -> Report:
+              interleaved: bool = False, schema: Schema | None = None, sweep_grid: dict | None = None,
+              **settings) -> Report:
     records = load_jsonl(docs_path)
     records = (interleave(records) if interleaved else records)[:limit]
     if scaling:
@@ -212,7 +213,8 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
             report.scaling = run_scaling(model, records, prefill, log, output_cost=output_cost, **settings)
         stage = "settings sweep"
         if sweep:
-            report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **settings)
+            report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **(sweep_grid or {}),
+                                     **settings)
         stage = "prefill measured again"
         report.prefill_after, _ = measure_prefill(model, probe, batch_tokens, threads, output_cost=False)
     except Exception as error:  # the modes' figures, which took longest, stay in the report

@@ -89,6 +89,18 @@ def examples_cost(path: Path, labeled: Schema, args) -> dict:
             "ratio": round(with_ / without, 3)}
 
 
+def settings_sweep(path: Path, docs: Path, args) -> list[dict]:
+    """hpd over token budgets per decode, each compute graph as large and no cell budget: the
+    figures to pick the GPU's defaults by (issue 13)."""
+    report = run_bench(path, str(docs), [], limit=args.limit, sweep=True, log=lambda m: print(m, file=sys.stderr),
+                       sweep_grid={"budgets": args.sweep, "cells": (0,)},
+                       **{**raw_settings(args), "ubatch_tokens": max(args.sweep)})
+    if report.failed:
+        raise RuntimeError(report.failed)
+    return [{k: round(row[k], 3) for k in ("batch_tokens", "seconds", "documents_per_second", "share_of_prefill")}
+            for row in report.sweep]
+
+
 def table(results: list[dict]) -> str:
     lines = [f"{'model':<34}{'mode':<11}{'docs':>5}{'wall s':>9}{'docs/s':>9}{'hpd speedup':>12}"
              f"{'of prefill':>11}{'= sequential':>13}{'= CPU backend':>14}"]
@@ -98,6 +110,11 @@ def table(results: list[dict]) -> str:
             lines.append(f"{result['model'][:33]:<34}{row['mode']:<11}{row['documents']:>5}{row['seconds']:>9.2f}"
                          f"{row['documents_per_second']:>9.3f}{row['hpd_speedup']:>11.2f}x"
                          f"{row['share_of_prefill']:>11.0%}{row['same_as_sequential']:>13.1%}{cpu:>14}")
+    for result in results:
+        if result.get("sweep"):
+            lines.append(f"{result['model']}: hpd by tokens per decode (= per graph): " + ", ".join(
+                f"{r['batch_tokens']}: {r['documents_per_second']:.3f} docs/s ({r['share_of_prefill']:.0%})"
+                for r in result["sweep"]))
     for result in results:
         if "examples" in result:
             e = result["examples"]
@@ -119,6 +136,8 @@ def main() -> None:
     parser.add_argument("--examples-docs", type=Path, help="documents of a few categories in turn")
     parser.add_argument("--examples", type=Path, help="labeled products of those categories")
     parser.add_argument("--examples-limit", type=int, default=192, help="documents of --examples-docs")
+    parser.add_argument("--sweep", type=lambda v: tuple(int(x) for x in v.split(",")), default=(),
+                        help="tokens per decode to run hpd with, comma-separated (each graph as large)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU backend")
     args = parser.parse_args()
     print(f"llama.cpp: {system_info()}", file=sys.stderr)
@@ -127,19 +146,25 @@ def main() -> None:
             sys.exit("gpu_check: this llama-cpp-python cannot offload to a GPU (build it with HPD_GGUF_GPU=cuda)")
         for device in devices():
             print(f"device {device.name}: {device.description}, {device.total_bytes / 2**30:.0f} GiB", file=sys.stderr)
-    out = Path(os.environ.get("OUT") or "out/gpu")
+    out = Path(os.environ.get("OUT") or "out/gpu-work")
     out.mkdir(parents=True, exist_ok=True)
     docs = first_attributes(args.docs, args.limit, args.max_attributes, out / "check_docs.jsonl")
     labeled = Schema(categories={}, examples=read_examples(args.examples)) if args.examples else None
     results, problems = [], []
     for path in args.models:
         result, found = check_model(path, docs, args)
-        if labeled:
-            result["examples"] = examples_cost(path, labeled, args)
         results.append(result)
         problems += found
+        parts = {"examples": lambda: examples_cost(path, labeled, args) if labeled else None,
+                 "sweep": lambda: settings_sweep(path, docs, args) if args.sweep else None}
+        for name, part in parts.items():
+            try:  # a part that fails leaves the figures before it
+                if (figures := part()) is not None:
+                    result[name] = figures
+            except Exception as error:
+                problems.append(f"{path.name}: {name}: {error!r}")
+        (out / ("cpu_check.json" if args.cpu else "gpu_check.json")).write_text(json.dumps(results, indent=2))
     print(table(results))
-    (out / ("cpu_check.json" if args.cpu else "gpu_check.json")).write_text(json.dumps(results, indent=2))
     for problem in problems:
         print(f"FAILED: {problem}")
     sys.exit(1 if problems else 0)

@@ -3,57 +3,47 @@
 # stand-ins of qwen2.5-coder, hpd against sequential and against the CPU backend, one table;
 # then what labeled examples cost hpd (issue 17).
 #   scripts/gpu_prepare.sh    here, first: fills out/gpu (see there)
-#   scripts/gpu_check.sh      on the GPU machine, with out/gpu carried: builds llama-cpp-python
-#                             with CUDA (once; kept in out/gpu/venv), then checks (~2 min)
+#   scripts/gpu_check.sh      on the GPU machine, with out/gpu carried: installs the CUDA wheel
+#                             prepared here (else builds one: minutes), then checks (~3 min)
 #   scripts/gpu_check.sh --cpu   the same steps here on the CPU backend, smaller
 # It needs no network there.  Figures: BENCHMARKS.md ("On a GPU").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WORK=$PWD/out/gpu-work  # what the check unpacks, installs and builds: never carried
+export PYTHONUNBUFFERED=1  # the log shows each run as it ends
 if [ "${1:-}" = --cpu ]; then
     [ -f out/gpu/three.jsonl ] || scripts/gpu_prepare.sh
     PY=.venv/bin/python
-    args=(--cpu --limit "${LIMIT:-4}" --max-attributes 3 --max-value-tokens 4 --cpu-documents 4 --examples-limit 6)
+    args=(--cpu --limit "${LIMIT:-4}" --max-attributes 3 --max-value-tokens 4 --cpu-documents 4 --examples-limit 6 --sweep 64,128)
 else
-    venv=out/gpu/venv
-    [ -x $venv/bin/python ] || python3 -m venv --system-site-packages $venv
-    PY=$venv/bin/python
-    PIP=("$PY" -m pip --disable-pip-version-check -q)
-    "${PIP[@]}" install --no-index --find-links out/gpu/wheels pydantic jinja2 click tqdm diskcache typing-extensions
-    # cuBLAS: the toolkit's, else the one pip installed beside PyTorch (nvidia/cu13/lib)
-    cublas=$(ls -d "${CUDA_HOME:-/usr/local/cuda}"/lib64/libcublas.so 2>/dev/null || "$PY" -c "import glob, os, sys
-print(next(iter(sorted(f for p in sys.path for f in glob.glob(os.path.join(p, 'nvidia', '**', 'libcublas.so.*'),
-                                                             recursive=True))), ''))")
-    cmake_args="-DGGML_CUDA=on -DLLAVA_BUILD=OFF -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-native}"
-    # no libcuda.so to link against (no driver stub): ggml's legacy memory pool instead of VMM
-    ldconfig -p | grep -q 'libcuda\.so ' || ls "${CUDA_HOME:-/usr/local/cuda}"/lib64/stubs/libcuda.so >/dev/null 2>&1 \
-        || cmake_args="$cmake_args -DGGML_CUDA_NO_VMM=ON"
-    case "$cublas" in
-        "") echo "gpu_check: no cuBLAS found (CUDA toolkit or pip's nvidia-cublas)" >&2; exit 1 ;;
-        */lib64/libcublas.so) ;;
-        *) lib=$(dirname "$cublas") include=$(dirname "$(dirname "$cublas")")/include
-           mkdir -p out/gpu/cublas
-           ln -sf "$cublas" out/gpu/cublas/libcublas.so
-           ln -sf "$(ls "$lib"/libcublasLt.so.* | head -n1)" out/gpu/cublas/libcublasLt.so
-           cmake_args="$cmake_args -DCUDA_cublas_LIBRARY=$PWD/out/gpu/cublas/libcublas.so"
-           cmake_args="$cmake_args -DCUDA_cublasLt_LIBRARY=$PWD/out/gpu/cublas/libcublasLt.so"
-           cmake_args="$cmake_args -DCMAKE_CUDA_FLAGS=-I$include -DCMAKE_CXX_FLAGS=-I$include"
-           export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-} ;;
-    esac
-    if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
-        mkdir -p out/gpu/build
-        [ -d out/gpu/build/llama_cpp_python-0.3.36 ] || tar -xJf out/gpu/llama-cpp-python.tar.xz -C out/gpu/build
-        echo "building llama-cpp-python with CUDA ($cmake_args) on $(nproc) cores" >&2
-        time CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="$cmake_args" \
-            "${PIP[@]}" wheel --no-build-isolation --no-deps -w out/gpu/build out/gpu/build/llama_cpp_python-0.3.36
-        "${PIP[@]}" install --no-index --no-deps out/gpu/build/llama_cpp_python-*.whl
+    # python3 there is PyTorch's environment (numpy, scikit-build-core, nvidia-cublas): what it
+    # lacks goes to a folder of its own, not to a venv, which would not see those
+    PY=python3
+    site=$WORK/site
+    PIP=("$PY" -m pip --disable-pip-version-check -q install --no-index --no-deps --upgrade --target "$site")
+    [ -d "$site/pydantic" ] || "${PIP[@]}" out/gpu/wheels/*.whl
+    export PYTHONPATH=$site
+    export LD_LIBRARY_PATH=$(scripts/cuda_wheel.sh "$PY" --cublas):${CUDA_HOME:-/usr/local/cuda}/lib64:${LD_LIBRARY_PATH:-}
+    offloads() { "$PY" -c "import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_gpu_offload())"; }
+    if ! offloads 2>/dev/null; then
+        arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d .)
+        # the wheel gpu_prepare.sh built here for this GPU, else one built now (minutes)
+        wheel=$(ls out/gpu/cuda/sm_$arch/llama_cpp_python-*.whl 2>/dev/null | head -n1 || true)
+        [ -n "$wheel" ] && "${PIP[@]}" "$wheel"
+        if ! offloads; then
+            echo "gpu_check: ${wheel:-no prepared wheel for sm_$arch} does not offload here; building" >&2
+            scripts/cuda_wheel.sh "$PY" "$arch" "$WORK/cuda"
+            "${PIP[@]}" "$(ls "$WORK"/cuda/llama_cpp_python-*.whl | head -n1)"
+            offloads || { echo "gpu_check: the CUDA build does not offload" >&2; exit 1; }
+        fi
     fi
-    args=(--limit "${LIMIT:-64}" --max-value-tokens 8 --cpu-documents 16 --examples-limit 192)
+    args=(--limit "${LIMIT:-64}" --max-value-tokens 8 --cpu-documents 16 --examples-limit 192 --sweep 256,512,1024,2048)
 fi
-mkdir -p out/gpu/models
+mkdir -p "$WORK/models"
 for packed in out/gpu/standins/*.gguf.xz; do
-    model=out/gpu/models/$(basename "${packed%.xz}")
+    model=$WORK/models/$(basename "${packed%.xz}")
     [ "$model" -nt "$packed" ] || "$PY" -c "import lzma, shutil, sys
 with lzma.open(sys.argv[1]) as f, open(sys.argv[2], 'wb') as out: shutil.copyfileobj(f, out, 1 << 22)" "$packed" "$model"
 done
-PYTHONPATH=. "$PY" scripts/gpu_check.py out/gpu/models/qwen2.5-coder-0.5b.gguf out/gpu/models/qwen2.5-coder-1.5b.gguf \
+PYTHONPATH=.:${PYTHONPATH:-} "$PY" scripts/gpu_check.py "$WORK"/models/qwen2.5-coder-{0.5b,1.5b}.gguf \
     --docs out/gpu/docs.jsonl --examples-docs out/gpu/three.jsonl --examples out/gpu/examples.jsonl "${args[@]}"

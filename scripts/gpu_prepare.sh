@@ -4,6 +4,8 @@
 #   out/gpu/standins/*.gguf.xz   qwen2.5-coder-0.5b and 1.5b with made-up weights (make_standin.py)
 #   out/gpu/llama-cpp-python.tar.xz   llama-cpp-python's source without what a CUDA build never reads
 #   out/gpu/wheels/              the Python dependencies, for the GPU machine's Python 3.12
+#   out/gpu/cuda/sm_90/          llama-cpp-python built with CUDA for the H100 and H200, where nvcc
+#                                is here (CUDA_ARCH=N for another GPU, none to skip; 21 min on 2 cores)
 #   out/gpu/docs.jsonl           documents of every category in turn (OA-Mine, else the test set)
 #   out/gpu/three.jsonl, out/gpu/examples.jsonl   documents of 3 categories in turn, and labeled
 #                                products of the same categories (what examples cost: issue 17)
@@ -54,4 +56,13 @@ write("out/gpu/three.jsonl", [r for i, r in enumerate(three) if i % 5][:192], ke
 write("out/gpu/examples.jsonl", [r for i, r in enumerate(three) if not i % 5] if source.is_file()
       else load_jsonl("tests/data/examples.jsonl"), keep + ("gold",))
 PY
-du -sh out/gpu --exclude=out/gpu/models --exclude=out/gpu/venv --exclude=out/gpu/build 2>/dev/null || du -sh out/gpu
+CUDA_ARCH=${CUDA_ARCH:-90}
+if [ "$CUDA_ARCH" != none ] && command -v nvcc >/dev/null && ! ls out/gpu/cuda/sm_$CUDA_ARCH/*.whl >/dev/null 2>&1; then
+    export CUBLAS_SITE=${CUBLAS_SITE:-$HOME/.cache/hpd-gguf/cublas}
+    scripts/cuda_wheel.sh "$PY" --cublas >/dev/null 2>&1 \
+        || "${PIP[@]}" install --no-deps --target "$CUBLAS_SITE" "nvidia-cublas==$(nvcc --version | grep -oP 'release \K[0-9]+').*"
+    scripts/cuda_wheel.sh "$PY" "$CUDA_ARCH" out/gpu/cuda/sm_$CUDA_ARCH
+fi
+size=$(du -sm out/gpu | cut -f1)
+echo "out/gpu: $size MiB to carry"
+[ "$size" -lt 60 ] || echo "gpu_prepare: out/gpu is over the 64 MiB the GPU machine takes with the tree" >&2

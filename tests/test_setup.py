@@ -1,0 +1,45 @@
+"""The wheel the GPU check carries (scripts/slim_wheel.py), slimmed from this llama-cpp-python's."""
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def installed_wheel() -> Path:
+    distribution = importlib.metadata.distribution("llama_cpp_python")
+    url = json.loads(distribution.read_text("direct_url.json") or "{}").get("url", "")
+    path = Path(url.removeprefix("file://"))
+    if not url.startswith("file://") or path.suffix != ".whl" or not path.is_file():
+        pytest.skip("llama-cpp-python was not installed from a wheel file (scripts/setup.sh does)")
+    return path
+
+
+def test_a_slimmed_wheel_holds_each_library_once_and_still_loads_a_model(tmp_path, model_path):
+    wheel = tmp_path / installed_wheel().name
+    shutil.copy(installed_wheel(), wheel)
+    subprocess.run([sys.executable, str(ROOT / "scripts/slim_wheel.py"), str(wheel)], check=True)
+
+    names = zipfile.ZipFile(wheel).namelist()
+    libraries = [n for n in names if ".so" in n]
+    assert libraries and all(n.startswith("llama_cpp/lib/") for n in libraries)
+    assert not any(n.endswith((".so.0.25.3", ".so.0.5.0")) for n in libraries)
+    assert {"llama_cpp/lib/libllama.so", "llama_cpp/lib/libggml.so", "llama_cpp/lib/libggml-base.so.0"} <= set(names)
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "-q", "install", "--no-deps", "--no-index", "--target", str(site),
+                    str(wheel)], check=True)
+    probe = ("import llama_cpp; from hpd_gguf.llama import Model; "
+             f"assert llama_cpp.__file__.startswith({str(site)!r}), llama_cpp.__file__; "
+             f"print(len(Model({str(model_path)!r}, 0).tokenize('Brand: Nike')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 0
