@@ -15,7 +15,7 @@ from . import models
 from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .examples import read_examples
-from .jsonl import Rejected, ResultWriter, input_files, read_tasks
+from .jsonl import STDIN, Rejected, ResultWriter, input_files, read_tasks, source_name
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
 from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields, resident_cells, shows_labeled_examples
@@ -117,7 +117,7 @@ class _Stop:
 def run(model, docs, output, mode, attributes, schema, examples, strict, resume, truncate, ray_address, workers,
         threads_per_worker, batches_in_flight, **settings):
     """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
-    JSONL file, a glob or a directory of them (Parquet too)."""
+    JSONL file, a glob or a directory of them (Parquet too), or - for standard input."""
     try:
         schema_ = _load_schema(schema, attributes, examples)
         files = input_files(docs)
@@ -154,7 +154,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
             written += 1
             errors += result.error is not None
             if result.error:
-                _say(f"{docs}: document {result.id!r}: {result.error}")
+                _say(f"{source_name(docs)}: document {result.id!r}: {result.error}")
             progress.update()
     except KeyboardInterrupt:
         stop.signal = stop.signal or signal.SIGINT
@@ -201,7 +201,7 @@ def _progress(files: list[Path], already_done: int):
     """done/total, documents/s and the time left on stderr, when it is a terminal."""
     interactive = sys.stderr.isatty()
     total = None
-    if interactive and all(path.suffix != ".parquet" for path in files):
+    if interactive and all(path.suffix != ".parquet" and str(path) != STDIN for path in files):
         total = max(0, sum(_count_documents(path) for path in files) - already_done)
     return tqdm(total=total, unit="doc", disable=not interactive, dynamic_ncols=True, smoothing=0.05)
 

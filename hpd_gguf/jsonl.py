@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -13,6 +14,21 @@ from pydantic import ValidationError
 from .schema import Document, InputError, Result, Schema, Task, make_task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
+STDIN = "-"  # documents from standard input, as a desktop tool or a pipe gives them
+
+
+def source_name(path: str | Path) -> str:
+    """How messages name a file: its path, or <stdin>."""
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+@contextmanager
+def _open_bytes(path: str | Path) -> Iterator[IO[bytes]]:
+    if str(path) == STDIN:
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as f:
+        yield f
 
 
 @dataclass
@@ -29,7 +45,7 @@ class Rejected:
 def read_lines(path: str | Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:
     """(line number, bytes) for each line; None for a line longer than max_bytes, which is
     skipped without being held in memory."""
-    with open(path, "rb") as f:
+    with _open_bytes(path) as f:
         number = 0
         while True:
             line = f.readline(max_bytes + 1)
@@ -70,7 +86,9 @@ def _document_error(error: ValidationError) -> str:
 
 
 def input_files(spec: str | Path) -> list[Path]:
-    """A file, a glob or a directory of .jsonl / .parquet files, in name order."""
+    """A file, a glob or a directory of .jsonl / .parquet files, in name order; - for standard input."""
+    if str(spec) == STDIN:
+        return [Path(STDIN)]
     path = Path(spec)
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".json", ".parquet"))
@@ -103,10 +121,11 @@ def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
     for number, raw in read_lines(path):
         if raw is not None and not raw.strip():
             continue
+        where = f"{source_name(path)}:{number}"
         try:
-            yield f"{path}:{number}", parse_line(raw)
+            yield where, parse_line(raw)
         except ValueError as error:
-            yield f"{path}:{number}", error
+            yield where, error
 
 
 def read_tasks(paths: str | Path | list[Path], schema: Schema | None = None,
@@ -173,6 +192,8 @@ class ResultWriter:
 
 def load_jsonl_lines(path: str | Path) -> Iterator[tuple[str, dict]]:
     """("file:line", object) for each line of a trusted JSONL file; a bad line raises InputError."""
+    if str(path) != STDIN and not Path(path).is_file():
+        raise InputError(str(path), "file not found")
     for where, record in _parsed_lines(path):
         if isinstance(record, ValueError):
             raise InputError(where, str(record))

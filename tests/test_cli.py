@@ -82,6 +82,18 @@ def test_bad_lines_are_reported_and_the_rest_processed(model_path, tmp_path):
     assert [r["id"] for r in lines(out)] == ["a"]
 
 
+def test_documents_from_standard_input_and_a_missing_examples_file(model_path, tmp_path):
+    piped = ('{"id": "a", "text": "Crocs Clog, Navy", "attributes": ["Color"]}\n'
+             'not json\n'
+             '{"id": "b", "text": "Nike Air, Red", "attributes": ["Color"]}\n')
+    done = hpd("run", model_path, "-", "--max-value-tokens", "4", input=piped)
+    assert done.returncode == 2
+    assert "<stdin>:2: invalid JSON" in done.stderr
+    assert [r["id"] for r in map(json.loads, done.stdout.splitlines())] == ["a", "b"]
+    missing = hpd("run", model_path, "-", "--examples", tmp_path / "labeled.jsonl", input=piped)
+    assert missing.returncode == 1 and missing.stderr == f"error: {tmp_path / 'labeled.jsonl'}: file not found\n"
+
+
 def test_zero_documents(model_path, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
