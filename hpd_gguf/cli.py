@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -60,21 +61,25 @@ examples_option = click.option("--examples", type=click.Path(dir_okay=False),
 def _extractor(model: str, schema: Schema | None, **settings) -> Extractor:
     try:
         return Extractor(model, schema=schema, log=_say, **settings)
-    except (models.ModelError, LlamaError) as error:
+    except (models.ModelError, LlamaError, ValueError) as error:
         _fail(str(error))
 
 
-_OPTION_TYPES = {"threads": int, "constraint": click.Choice(["span", "number", "none"]),
-                 "min_confidence": click.FloatRange(0, 1), "examples_per_category": click.IntRange(0),
-                 "example_groups": click.IntRange(1),
+_OPTION_TYPES = {"constraint": click.Choice(["span", "number", "none"]), "min_confidence": click.FloatRange(0, 1),
                  "example_choice": click.Choice(EXAMPLE_CHOICES)}
+
+
+def _option_type(f):
+    if f.name in _OPTION_TYPES:
+        return _OPTION_TYPES[f.name]
+    return click.IntRange(f.metadata["least"]) if f.metadata["least"] is not None else type(f.default)
 
 
 def with_model_options(function):
     """The settings' options, with Settings' defaults and help."""
     for f in reversed(cli_fields()):
         help_text = f.metadata["help"]
-        function = click.option("--" + f.name.replace("_", "-"), type=_OPTION_TYPES.get(f.name, type(f.default)),
+        function = click.option("--" + f.name.replace("_", "-"), type=_option_type(f),
                                 default=f.default, show_default="[default:" not in help_text,
                                 help=help_text)(function)
     return function
@@ -125,6 +130,8 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         _fail(str(error))
     if resume and not output:
         _fail("--resume needs -o OUTPUT")
+    if output and not os.access(Path(output).absolute().parent, os.W_OK):  # before the model loads
+        _fail(f"{output}: cannot write there (no such folder, or not writable)")
     if ray_address:
         extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,
                           batches_in_flight=batches_in_flight, **settings)

@@ -32,6 +32,11 @@ def null_values(task: Task) -> dict[str, None]:
     return {name: None for name in task.names}
 
 
+def context_cells(requested: int) -> int:
+    """The KV cells a context gets: whole 256-cell pages, one at least."""
+    return max(256, math.ceil(requested / 256) * 256)
+
+
 class ModelRunner:
     def __init__(self, model: Model, settings: Settings, schema: Schema | None = None):
         self.model, self.settings, self.schema = model, settings, schema
@@ -50,6 +55,11 @@ class ModelRunner:
         null_answer = np.fromiter((p.strip().lower() == null for p in pieces), bool, len(pieces))
         self.stops = Stops(eog, has_newline, settings.max_value_tokens, null_answer=null_answer)
         self.pieces = [b"" if end else p for p, end in zip(pieces, eog)]  # what values are made of
+        preamble = len(self.layout.preamble)
+        if settings.n_ctx and context_cells(settings.n_ctx) <= preamble:
+            raise ValueError(f"n_ctx {settings.n_ctx} gives {context_cells(settings.n_ctx)} KV cells, not even room for "
+                             f"the instructions every prompt starts with ({preamble} tokens): give more, or 0 to size "
+                             "the context from the work")
         self.greedy = Greedy(model.n_vocab, settings.threads or physical_cores())
         self.stats = Stats()
         self.on_logits = None  # optional observer: on_logits(branches, logits) after each decode
@@ -98,8 +108,7 @@ class ModelRunner:
     # decoding
     def context(self, n_ctx: int, n_seq_max: int) -> Context:
         s = self.settings
-        n_ctx = max(256, math.ceil(n_ctx / 256) * 256)
-        return Context(self.model, n_ctx, s.batch_tokens, n_seq_max, s.threads or physical_cores(),
+        return Context(self.model, context_cells(n_ctx), s.batch_tokens, n_seq_max, s.threads or physical_cores(),
                        s.flash_attention, s.kv_f32, s.ubatch_tokens)
 
     def count(self, context: Context) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hpd_gguf.settings import Settings
 from tests.conftest import DATA, ROOT
 
 
@@ -111,6 +112,19 @@ def test_model_errors_are_one_clear_line(model_path, tmp_path, case):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_settings_and_an_output_folder_that_is_not_there_are_refused_before_any_work(model_path, tmp_path):
+    with pytest.raises(ValueError, match="max_resident must be 1 or more, not 0"):
+        Settings(max_resident=0)  # an engine that admits nothing would wait for ever
+    refused = hpd("run", model_path, DATA / "products20.jsonl", "--max-resident", "0")
+    assert refused.returncode == 2 and "'--max-resident': 0 is not in the range x>=1" in refused.stderr
+    small = hpd("run", model_path, DATA / "products20.jsonl", "--n-ctx", "10")
+    assert small.returncode == 1 and small.stdout == ""
+    assert small.stderr.startswith("error: n_ctx 10 gives 256 KV cells, not even room for the instructions")
+    assert small.stderr.count("\n") == 1, small.stderr
+    nowhere = hpd("run", model_path, DATA / "products20.jsonl", "-o", tmp_path / "missing" / "values.jsonl")
+    assert nowhere.returncode == 1 and "cannot write there (no such folder" in nowhere.stderr
 
 
 def test_gpu_layers_without_gpu_warns_and_runs(model_path):
