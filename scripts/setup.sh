@@ -22,7 +22,10 @@ cflags=""
 case "$GPU" in
     "") ;;
     cuda) args="$args -DGGML_CUDA=on"
-          [ -n "${CMAKE_CUDA_ARCHITECTURES:-}" ] && args="$args -DCMAKE_CUDA_ARCHITECTURES=$CMAKE_CUDA_ARCHITECTURES" ;;
+          if [ -n "${CMAKE_CUDA_ARCHITECTURES:-}" ]; then  # a wheel per architecture
+              args="$args -DCMAKE_CUDA_ARCHITECTURES=$CMAKE_CUDA_ARCHITECTURES"
+              backend="cuda-sm${CMAKE_CUDA_ARCHITECTURES//[^0-9a-z]/_}"
+          fi ;;
     metal) args="$args -DGGML_METAL=on" ;;
     vulkan) args="$args -DGGML_VULKAN=on" ;;
     *) echo "HPD_GGUF_GPU=$GPU: expected cuda, metal or vulkan" >&2; exit 1 ;;
@@ -43,7 +46,7 @@ case "$CPU" in
         key="avx2" ;;
     *) echo "HPD_GGUF_CPU=$CPU: expected native or avx2" >&2; exit 1 ;;
 esac
-key="${GPU:-cpu}-$key"
+key="${backend:-${GPU:-cpu}}-$key"
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
