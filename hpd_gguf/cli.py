@@ -243,10 +243,10 @@ def info():
     """The backend, its devices and their memory, and the settings the engine would pick here."""
     from dataclasses import asdict
 
-    from .llama import devices, offloaded_layers, supports_gpu_offload, system_info
+    from .llama import devices, offloaded_layers, supports_gpu_offload, system_info, why_no_offload
 
     click.echo(f"llama.cpp: {system_info()}")
-    click.echo(f"GPU offload: {'yes' if supports_gpu_offload() else 'no (a CPU build)'}")
+    click.echo(f"GPU offload: {'yes' if supports_gpu_offload() else 'no: ' + why_no_offload()}")
     for device in devices():
         click.echo(f"device {device.name} ({device.kind}): {device.description}, "
                    f"{device.free_bytes / 2**30:.1f} of {device.total_bytes / 2**30:.1f} GiB free")

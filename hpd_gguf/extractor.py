@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 from . import models, reference
 from .engine import Engine
 from .jobs import Job
-from .llama import Model, offloaded_layers, supports_gpu_offload
+from .llama import Model, offloaded_layers, supports_gpu_offload, why_no_offload
 from .runner import ModelRunner
 from .schema import Document, Result, Schema, Task
 from .settings import Settings, resident_cells, shows_labeled_examples
@@ -32,7 +32,7 @@ class Extractor:
                  log=lambda message: None, **settings):
         self.settings = Settings(**settings)
         if self.settings.n_gpu_layers > 0 and not supports_gpu_offload():
-            warnings.warn("--n-gpu-layers given, but this llama-cpp-python has no GPU support; using the CPU")
+            warnings.warn(f"--n-gpu-layers given, but {why_no_offload()}; using the CPU")
         self.settings.n_gpu_layers = offloaded_layers(self.settings.n_gpu_layers)
         self.settings.max_resident_cells = resident_cells(self.settings.max_resident_cells, self.settings.n_gpu_layers)
         self.schema = schema

@@ -56,6 +56,19 @@ def system_info() -> str:
     return C.llama_print_system_info().decode().strip(" |")
 
 
+def gpu_backends_built() -> list[str]:
+    """The GPU backends llama.cpp was built with (CUDA, ...), whether a device is visible or not."""
+    return [part.split(" : ")[0] for part in system_info().split(" | ") if " : " in part and not part.startswith("CPU")]
+
+
+def why_no_offload() -> str:
+    """Why layers stay on the CPU, where they do."""
+    built = gpu_backends_built()
+    if built:
+        return f"this llama-cpp-python was built with {', '.join(built)}, but sees no GPU (its driver?)"
+    return "this llama-cpp-python has no GPU support (scripts/setup.sh with HPD_GGUF_GPU=cuda builds one)"
+
+
 @dataclass
 class Device:
     name: str

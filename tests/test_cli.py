@@ -217,7 +217,8 @@ def test_info_names_the_backend_its_devices_and_the_settings():
 
     done = hpd("info")
     assert done.returncode == 0, done.stderr
-    assert "llama.cpp: CPU" in done.stdout and "max_resident=64" in done.stdout
+    assert "llama.cpp: " in done.stdout and "CPU : " in done.stdout and "max_resident=64" in done.stdout
+    assert ("GPU offload: yes" if supports_gpu_offload() else "GPU offload: no: this llama-cpp-python") in done.stdout
     assert any(d.kind == "cpu" and d.total_bytes > 0 for d in devices())
     for device in devices():
         assert f"device {device.name} ({device.kind})" in done.stdout
