@@ -158,6 +158,7 @@ class Model:
     def __init__(self, path: str | os.PathLike, n_gpu_layers: int = 0):
         _init_backend()
         self.path = Path(path)
+        self.n_gpu_layers = n_gpu_layers
         check_gguf(self.path)
         params = C.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
@@ -319,6 +320,8 @@ class Context:
         params.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_AUTO if flash_attention
                                   else C.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         params.no_perf = True
+        # a model kept on the CPU stays there: else a GPU build moves large batches' products there
+        params.op_offload = model.n_gpu_layers != 0
         if kv_f32:
             params.type_k = params.type_v = C.GGML_TYPE_F32
         self._ctx = C.llama_init_from_model(model._model, params)

@@ -18,8 +18,8 @@ class Settings:
     mode: str = _option("hpd", "Decoding strategy.", cli=False)
     max_value_tokens: int = _option(24, "Tokens per value at most.", least=1)
     threads: int | None = _option(None, "CPU threads [default: physical cores].", least=1)
-    n_gpu_layers: int = _option(-1, "Layers offloaded to a GPU [default: all, where llama.cpp was built "
-                                    "with one].", least=-1)
+    n_gpu_layers: int = _option(-1, "Layers offloaded to a GPU (0: all the work on the CPU) [default: all, "
+                                    "where llama.cpp was built with one].", least=-1)
     batch_tokens: int = _option(512, "Tokens per llama_decode (n_batch).", least=1)
     ubatch_tokens: int = _option(512, "Tokens per compute graph (n_ubatch); small values make every "
                                       "mode use the same kernels.", least=1)
