@@ -40,6 +40,7 @@ def _silent_log(level, text, user_data):  # llama.cpp logs only when HPD_GGUF_LL
 
 
 def supports_gpu_offload() -> bool:
+    _init_backend()  # first: asking loads the GPU backend, which logs
     return bool(C.llama_supports_gpu_offload())
 
 

@@ -58,6 +58,7 @@ if [ -z "$wheel" ]; then
     CMAKE_ARGS="${CMAKE_ARGS:-} $args -DCMAKE_C_FLAGS='$cflags' -DCMAKE_CXX_FLAGS='$cflags'" \
         "${PIP[@]}" wheel --no-deps --no-cache-dir -w "$WHEELS/$key" "llama-cpp-python==$LLAMA_VERSION"
     wheel=$(ls "$WHEELS/$key"/llama_cpp_python-$LLAMA_VERSION-*.whl | head -n1)
+    "$VENV/bin/python" scripts/slim_wheel.py "$wheel"  # each library once, no stray lib/ in site-packages
 fi
 # Reinstall when the venv holds another build of the same version (pip would keep it).
 installed=$("$VENV/bin/python" -c 'import json, importlib.metadata as m
