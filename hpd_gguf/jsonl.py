@@ -27,7 +27,11 @@ def _open_bytes(path: str | Path) -> Iterator[IO[bytes]]:
     if str(path) == STDIN:
         yield sys.stdin.buffer
         return
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except (FileNotFoundError, IsADirectoryError):  # as Path.is_file() saw it
+        raise InputError(str(path), "file not found") from None
+    with f:
         yield f
 
 
@@ -192,8 +196,6 @@ class ResultWriter:
 
 def load_jsonl_lines(path: str | Path) -> Iterator[tuple[str, dict]]:
     """("file:line", object) for each line of a trusted JSONL file; a bad line raises InputError."""
-    if str(path) != STDIN and not Path(path).is_file():
-        raise InputError(str(path), "file not found")
     for where, record in _parsed_lines(path):
         if isinstance(record, ValueError):
             raise InputError(where, str(record))
