@@ -155,12 +155,12 @@ def main() -> None:
         result, found = check_model(path, docs, args)
         results.append(result)
         problems += found
-        parts = {"examples": lambda: examples_cost(path, labeled, args) if labeled else None,
-                 "sweep": lambda: settings_sweep(path, docs, args) if args.sweep else None}
+        parts = {"examples": labeled and (lambda: examples_cost(path, labeled, args)),
+                 "sweep": args.sweep and (lambda: settings_sweep(path, docs, args))}
         for name, part in parts.items():
             try:  # a part that fails leaves the figures before it
-                if (figures := part()) is not None:
-                    result[name] = figures
+                if part:
+                    result[name] = part()
             except Exception as error:
                 problems.append(f"{path.name}: {name}: {error!r}")
         (out / ("cpu_check.json" if args.cpu else "gpu_check.json")).write_text(json.dumps(results, indent=2))

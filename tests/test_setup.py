@@ -23,8 +23,9 @@ def installed_wheel() -> Path:
 
 
 def test_a_slimmed_wheel_holds_each_library_once_and_still_loads_a_model(tmp_path, model_path):
-    wheel = tmp_path / installed_wheel().name
-    shutil.copy(installed_wheel(), wheel)
+    source = installed_wheel()
+    wheel = tmp_path / source.name
+    shutil.copy(source, wheel)
     subprocess.run([sys.executable, str(ROOT / "scripts/slim_wheel.py"), str(wheel)], check=True)
 
     names = zipfile.ZipFile(wheel).namelist()
