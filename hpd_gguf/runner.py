@@ -3,6 +3,7 @@ under each branch's constraint.  The modes themselves are the engine (hpd) and r
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class Stats:
     outputs: int = 0  # tokens with logits
     shared_heads: int = 0  # heads decoded once for several documents (hpd)
     seconds: float = 0.0
+    choice_seconds: float = 0.0  # choosing tokens from the logits, on the CPU (on a GPU: a cap on hpd)
 
 
 def null_values(task: Task) -> dict[str, None]:
@@ -125,6 +127,7 @@ class ModelRunner:
             self.on_logits(branches, logits)
         if len(logits) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
+        start = time.perf_counter()
         tokens, best, log_total = self.greedy(logits)
         constrained = [i for i, b in enumerate(branches) if b.constraint is not None]
         if constrained:
@@ -134,6 +137,7 @@ class ModelRunner:
                 tokens[row] = token
         chosen = logits[np.arange(len(logits)), np.maximum(tokens, 0)]
         logprobs = np.where(tokens >= 0, chosen - best, 0.0) - log_total  # a veto keeps the greedy one's
+        self.stats.choice_seconds += time.perf_counter() - start
         return tokens, np.where(tokens == -1, 0.0, logprobs)
 
     def decode_alone(self, context: Context, batch: Batch, branch: Branch) -> None:

@@ -16,7 +16,7 @@ def test_scaling_table_and_sweep_cover_their_grids(model):
     rows = run_scaling(model, records, prefill=100.0, log=lambda m: None, sizes=(2, 3), widths=(1, 7),
                        max_value_tokens=3)
     assert [(r["documents"], r["attributes"]) for r in rows] == [(2, 1), (3, 1), (2, 7), (3, 7)]
-    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 and 0 < r["choice_share"] < 1 for r in rows)
     tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "attributes")}), None)
              for r in records]
     sweep = run_sweep(model, tasks, prefill=100.0, log=lambda m: None, budgets=(64, 128), cells=(50, 0),
@@ -41,7 +41,9 @@ def test_a_failing_later_part_keeps_the_modes_figures(model_path, monkeypatch, t
 
     monkeypatch.setattr(bench, "run_sweep", broken)
     report = run_bench(model_path, str(docs), ["hpd"], sweep=True, log=lambda m: None, max_value_tokens=3)
-    assert [r.mode for r in report.runs] == ["hpd"] and report.runs[0].seconds > 0
+    run = report.runs[0]
+    assert [r.mode for r in report.runs] == ["hpd"] and run.seconds > 0
+    assert 0 < run.choice_seconds < run.seconds and f"{run.choice_share:.0%}" in report.table()
     assert report.failed == "settings sweep: RuntimeError('out of cells')"
 
 
