@@ -40,7 +40,8 @@ def test_a_failing_later_part_keeps_the_modes_figures(model_path, monkeypatch, t
         raise RuntimeError("out of cells")
 
     monkeypatch.setattr(bench, "run_sweep", broken)
-    report = run_bench(model_path, str(docs), ["hpd"], sweep=True, log=lambda m: None, max_value_tokens=3)
+    report = run_bench(model_path, str(docs), ["hpd"], sweep=True, log=lambda m: None, max_value_tokens=3,
+                       batch_tokens=128)  # prefill measured on 128 tokens: 5 s, not 18
     run = report.runs[0]
     assert [r.mode for r in report.runs] == ["hpd"] and run.seconds > 0
     assert 0 < run.choice_seconds < run.seconds and f"{run.choice_share:.0%}" in report.table()
@@ -48,7 +49,7 @@ def test_a_failing_later_part_keeps_the_modes_figures(model_path, monkeypatch, t
 
 
 def test_prefill_is_measured_before_and_after_the_runs(model_path):
-    report = run_bench(model_path, str(DATA / "products20.jsonl"), [], limit=2, log=lambda m: None)
+    report = run_bench(model_path, str(DATA / "products20.jsonl"), [], limit=2, log=lambda m: None, batch_tokens=128)
     assert report.prefill_tokens_per_second > 0 and report.prefill_after > 0 and not report.failed
     assert f"{report.prefill_after:.0f} after them" in report.table()
 

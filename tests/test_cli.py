@@ -232,7 +232,7 @@ def test_bench_prints_the_comparison_table(model_path, tmp_path):
                             for l in (DATA / "products20.jsonl").read_text().splitlines()[:4]))
     report = tmp_path / "bench.json"
     done = hpd("bench", model_path, gold, "--modes", "sequential,hpd", "--gold", "--json", report,
-               "--max-value-tokens", "4")
+               "--max-value-tokens", "4", "--batch-tokens", "128")  # prefill measured on 128 tokens
     assert done.returncode == 0, done.stderr
     assert "hpd speedup" in done.stdout and "= sequential" in done.stdout
     figures = json.loads(report.read_text())

@@ -56,8 +56,9 @@ def test_preamble_is_decoded_once(model, products):
     assert all(p.shared >= len(layout.preamble) - 1 for p in prompts)
 
     static = raw_extractor(model, mode="hpd-static", max_value_tokens=MAX_VALUE_TOKENS)
-    list(static.extract(products))
-    assert prompt_tokens_decoded(static, products) == sum(len(p.tokens) + sum(map(len, p.suffixes)) for p in prompts)
+    list(static.extract(products[:4]))  # each document its own preamble: 4 show it (20 took 43 s)
+    assert prompt_tokens_decoded(static, products[:4]) == sum(len(p.tokens) + sum(map(len, p.suffixes))
+                                                              for p in prompts[:4])
 
 
 def _same_asks(products, categories):
