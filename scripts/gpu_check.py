@@ -39,7 +39,8 @@ def first_attributes(docs: Path, limit: int, most: int | None, target: Path) -> 
 
 def raw_settings(args) -> dict:
     """The settings of every run: the model's own values, capped, on this backend."""
-    return {**RAW, "max_value_tokens": args.max_value_tokens, "n_gpu_layers": 0 if args.cpu else -1}
+    return {**RAW, "max_value_tokens": args.max_value_tokens, "batch_tokens": args.batch_tokens,
+            "n_gpu_layers": 0 if args.cpu else -1}
 
 
 def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
@@ -75,26 +76,27 @@ def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
                      "choice_share": round(r.choice_share, 3),
                      "same_as_sequential": round(r.same_as_sequential / r.values, 4)})
     return {"model": path.name, "prefill_tokens_per_second": round(report.prefill_tokens_per_second),
+            "output_cost": round(report.output_cost, 3),
             "machine": report.machine, "rows": rows, "hpd_vs_cpu_backend": round(hpd_vs_cpu, 4),
             "cpu_backend_documents": len(records), "cpu_backend_seconds": round(cpu_seconds, 2)}, problems
 
 
-def examples_cost(path: Path, labeled: Schema, args) -> dict:
+def examples_cost(path: Path, labeled: Schema, prefill: tuple, args) -> dict:
     """hpd's documents/s on documents of a few categories in turn, without and with labeled
     examples of those categories (issue 17: within 10%), value lengths capped as above."""
     runs = {name: run_bench(path, str(args.examples_docs), ["hpd"], limit=args.examples_limit, schema=schema,
-                            log=lambda m: print(m, file=sys.stderr), **raw_settings(args)).runs[0]
+                            log=lambda m: print(m, file=sys.stderr), prefill=prefill, **raw_settings(args)).runs[0]
             for name, schema in (("without", None), ("with", labeled))}
     without, with_ = runs["without"].documents_per_second, runs["with"].documents_per_second
     return {"documents": runs["with"].documents, "without": round(without, 3), "with": round(with_, 3),
             "ratio": round(with_ / without, 3)}
 
 
-def settings_sweep(path: Path, docs: Path, args) -> list[dict]:
+def settings_sweep(path: Path, docs: Path, prefill: tuple, args) -> list[dict]:
     """hpd over token budgets per decode, each compute graph as large and no cell budget: the
     figures to pick the GPU's defaults by (issue 13)."""
     report = run_bench(path, str(docs), [], limit=args.limit, sweep=True, log=lambda m: print(m, file=sys.stderr),
-                       sweep_grid={"budgets": args.sweep, "cells": (0,)},
+                       sweep_grid={"budgets": args.sweep, "cells": (0,)}, prefill=prefill,
                        **{**raw_settings(args), "ubatch_tokens": max(args.sweep)})
     if report.failed:
         raise RuntimeError(report.failed)
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--max-value-tokens", type=int, default=8)
+    parser.add_argument("--batch-tokens", type=int, default=512, help="tokens per decode (prefill measured on as many)")
     parser.add_argument("--max-attributes", type=int, default=None, help="attributes per document at most")
     parser.add_argument("--cpu-documents", type=int, default=8, help="documents compared with the CPU backend")
     parser.add_argument("--min-same", type=float, default=0.9, help="least share of values equal to fail below")
@@ -156,8 +159,9 @@ def main() -> None:
         result, found = check_model(path, docs, args)
         results.append(result)
         problems += found
-        parts = {"examples": labeled and (lambda: examples_cost(path, labeled, args)),
-                 "sweep": args.sweep and (lambda: settings_sweep(path, docs, args))}
+        prefill = (result["prefill_tokens_per_second"], result["output_cost"]) if "output_cost" in result else None
+        parts = {"examples": labeled and (lambda: examples_cost(path, labeled, prefill, args)),
+                 "sweep": args.sweep and (lambda: settings_sweep(path, docs, prefill, args))}
         for name, part in parts.items():
             try:  # a part that fails leaves the figures before it
                 if part:

@@ -14,7 +14,8 @@ export PYTHONUNBUFFERED=1  # the log shows each run as it ends
 if [ "${1:-}" = --cpu ]; then
     [ -f out/gpu/three.jsonl ] || scripts/gpu_prepare.sh
     PY=.venv/bin/python
-    args=(--cpu --limit "${LIMIT:-4}" --max-attributes 3 --max-value-tokens 4 --cpu-documents 4 --examples-limit 6 --sweep 64,128)
+    args=(--cpu --limit "${LIMIT:-4}" --max-attributes 3 --max-value-tokens 4 --cpu-documents 4 --examples-limit 6 --sweep 64,128 \
+          --batch-tokens 128)
 else
     # python3 there is PyTorch's environment (numpy, scikit-build-core, nvidia-cublas): what it
     # lacks goes to a folder of its own, not to a venv, which would not see those
