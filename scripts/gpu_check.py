@@ -100,8 +100,8 @@ def settings_sweep(path: Path, docs: Path, prefill: tuple, args) -> list[dict]:
                        **{**raw_settings(args), "ubatch_tokens": max(args.sweep)})
     if report.failed:
         raise RuntimeError(report.failed)
-    return [{k: round(row[k], 3) for k in ("batch_tokens", "seconds", "documents_per_second", "share_of_prefill", "choice_share")}
-            for row in report.sweep]
+    keys = ("batch_tokens", "seconds", "documents_per_second", "share_of_prefill", "choice_share")
+    return [{k: round(row[k], 3) for k in keys} for row in report.sweep]
 
 
 def table(results: list[dict]) -> str:
@@ -112,11 +112,13 @@ def table(results: list[dict]) -> str:
             cpu = f"{result['hpd_vs_cpu_backend']:.1%}" if row["mode"] == "hpd" else ""
             lines.append(f"{result['model'][:33]:<34}{row['mode']:<11}{row['documents']:>5}{row['seconds']:>9.2f}"
                          f"{row['documents_per_second']:>9.3f}{row['hpd_speedup']:>11.2f}x"
-                         f"{row['share_of_prefill']:>11.0%}{row['choice_share']:>8.0%}{row['same_as_sequential']:>13.1%}{cpu:>14}")
+                         f"{row['share_of_prefill']:>11.0%}{row['choice_share']:>8.0%}"
+                         f"{row['same_as_sequential']:>13.1%}{cpu:>14}")
     for result in results:
         if result.get("sweep"):
             lines.append(f"{result['model']}: hpd by tokens per decode (= per graph): " + ", ".join(
-                f"{r['batch_tokens']}: {r['documents_per_second']:.3f} docs/s ({r['share_of_prefill']:.0%}, choice {r['choice_share']:.0%})"
+                f"{r['batch_tokens']}: {r['documents_per_second']:.3f} docs/s "
+                f"({r['share_of_prefill']:.0%}, choice {r['choice_share']:.0%})"
                 for r in result["sweep"]))
     for result in results:
         if "examples" in result:
