@@ -11,6 +11,7 @@ from .evaluate import score
 from .jsonl import load_jsonl
 from .llama import Batch, Context, Model, offloaded_layers, physical_cores, system_info
 from .schema import Document, Result, Schema, Task, make_task
+from .settings import Settings
 
 
 @dataclass
@@ -184,24 +185,23 @@ def run_mode(model: Model, tasks: list[Task], mode: str, schema: Schema | None =
 def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | None = None,
               gold: bool = False, scaling: bool = False, sweep: bool = False, log=print,
               interleaved: bool = False, schema: Schema | None = None, sweep_grid: dict | None = None,
-              prefill: tuple[float, float] | None = None, **settings) -> Report:
+              known_prefill: tuple[float, float] | None = None, **settings) -> Report:
     """The modes (then the scaling table and the sweep, when asked) on the same documents.
-    `prefill`: (tokens/s, cost of logits) measured before on this model, not measured again."""
+    `known_prefill`: (tokens/s, cost of logits) measured before on this model, not measured again."""
     records = load_jsonl(docs_path)
     records = (interleave(records) if interleaved else records)[:limit]
     if scaling:
         scaling_names(records, max(SCALING_WIDTHS))  # fail now, not after the modes have run
     tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "category", "attributes")
                                                 if k in r}), None) for r in records]
-    model = Model(model_path, offloaded_layers(settings.get("n_gpu_layers", -1)))
-    threads = settings.get("threads") or physical_cores()
-    batch_tokens = settings.get("batch_tokens", 512)
-    measure = prefill is None
-    if measure:
+    chosen = Settings(**settings)
+    model = Model(model_path, offloaded_layers(chosen.n_gpu_layers))
+    threads = chosen.threads or physical_cores()
+    if known_prefill is None:
         probe = Extractor(model, mode="hpd", schema=schema, **settings).layout.document(tasks[0]).tokens
-        prefill, output_cost = measure_prefill(model, probe, batch_tokens, threads)
+        prefill, output_cost = measure_prefill(model, probe, chosen.batch_tokens, threads)
     else:
-        prefill, output_cost = prefill
+        prefill, output_cost = known_prefill
     report = Report(model_path.name, len(tasks), threads, prefill, output_cost, machine=machine(),
                     categories=len({r.get("category") for r in records}))
     outputs: dict[str, list[Result]] = {}
@@ -228,8 +228,8 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
             report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **(sweep_grid or {}),
                                      **settings)
         stage = "prefill measured again"
-        if measure:
-            report.prefill_after, _ = measure_prefill(model, probe, batch_tokens, threads, output_cost=False)
+        if known_prefill is None:
+            report.prefill_after, _ = measure_prefill(model, probe, chosen.batch_tokens, threads, output_cost=False)
     except Exception as error:  # the modes' figures, which took longest, stay in the report
         report.failed = f"{stage}: {error!r}"
     return report

@@ -16,7 +16,7 @@ from . import models
 from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .examples import read_examples
-from .jsonl import STDIN, Rejected, ResultWriter, input_files, read_tasks, source_name
+from .jsonl import Rejected, ResultWriter, input_files, is_stdin, read_tasks, source_name
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
 from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields, resident_cells, shows_labeled_examples
@@ -208,7 +208,7 @@ def _progress(files: list[Path], already_done: int):
     """done/total, documents/s and the time left on stderr, when it is a terminal."""
     interactive = sys.stderr.isatty()
     total = None
-    if interactive and all(path.suffix != ".parquet" and str(path) != STDIN for path in files):
+    if interactive and all(path.suffix != ".parquet" and not is_stdin(path) for path in files):
         total = max(0, sum(_count_documents(path) for path in files) - already_done)
     return tqdm(total=total, unit="doc", disable=not interactive, dynamic_ncols=True, smoothing=0.05)
 

@@ -17,14 +17,18 @@ MAX_LINE_BYTES = 10 * 1024 * 1024
 STDIN = "-"  # documents from standard input, as a desktop tool or a pipe gives them
 
 
+def is_stdin(path: str | Path) -> bool:
+    return str(path) == STDIN
+
+
 def source_name(path: str | Path) -> str:
     """How messages name a file: its path, or <stdin>."""
-    return "<stdin>" if str(path) == STDIN else str(path)
+    return "<stdin>" if is_stdin(path) else str(path)
 
 
 @contextmanager
 def _open_bytes(path: str | Path) -> Iterator[IO[bytes]]:
-    if str(path) == STDIN:
+    if is_stdin(path):
         yield sys.stdin.buffer
         return
     try:
@@ -91,7 +95,7 @@ def _document_error(error: ValidationError) -> str:
 
 def input_files(spec: str | Path) -> list[Path]:
     """A file, a glob or a directory of .jsonl / .parquet files, in name order; - for standard input."""
-    if str(spec) == STDIN:
+    if is_stdin(spec):
         return [Path(STDIN)]
     path = Path(spec)
     if path.is_dir():

@@ -39,8 +39,8 @@ def first_attributes(docs: Path, limit: int, most: int | None, target: Path) -> 
 
 def raw_settings(args) -> dict:
     """The settings of every run: the model's own values, capped, on this backend."""
-    return {**RAW, "max_value_tokens": args.max_value_tokens, "batch_tokens": args.batch_tokens,
-            "n_gpu_layers": 0 if args.cpu else -1}
+    batch = {"batch_tokens": args.batch_tokens} if args.batch_tokens else {}  # else the engine's default
+    return {**RAW, "max_value_tokens": args.max_value_tokens, "n_gpu_layers": 0 if args.cpu else -1, **batch}
 
 
 def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
@@ -85,7 +85,8 @@ def examples_cost(path: Path, labeled: Schema, prefill: tuple, args) -> dict:
     """hpd's documents/s on documents of a few categories in turn, without and with labeled
     examples of those categories (issue 17: within 10%), value lengths capped as above."""
     runs = {name: run_bench(path, str(args.examples_docs), ["hpd"], limit=args.examples_limit, schema=schema,
-                            log=lambda m: print(m, file=sys.stderr), prefill=prefill, **raw_settings(args)).runs[0]
+                            log=lambda m: print(m, file=sys.stderr), known_prefill=prefill,
+                            **raw_settings(args)).runs[0]
             for name, schema in (("without", None), ("with", labeled))}
     without, with_ = runs["without"].documents_per_second, runs["with"].documents_per_second
     return {"documents": runs["with"].documents, "without": round(without, 3), "with": round(with_, 3),
@@ -96,7 +97,7 @@ def settings_sweep(path: Path, docs: Path, prefill: tuple, args) -> list[dict]:
     """hpd over token budgets per decode, each compute graph as large and no cell budget: the
     figures to pick the GPU's defaults by (issue 13)."""
     report = run_bench(path, str(docs), [], limit=args.limit, sweep=True, log=lambda m: print(m, file=sys.stderr),
-                       sweep_grid={"budgets": args.sweep, "cells": (0,)}, prefill=prefill,
+                       sweep_grid={"budgets": args.sweep, "cells": (0,)}, known_prefill=prefill,
                        **{**raw_settings(args), "ubatch_tokens": max(args.sweep)})
     if report.failed:
         raise RuntimeError(report.failed)
@@ -135,7 +136,7 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--max-value-tokens", type=int, default=8)
-    parser.add_argument("--batch-tokens", type=int, default=512, help="tokens per decode (prefill measured on as many)")
+    parser.add_argument("--batch-tokens", type=int, help="tokens per decode (prefill measured on as many)")
     parser.add_argument("--max-attributes", type=int, default=None, help="attributes per document at most")
     parser.add_argument("--cpu-documents", type=int, default=8, help="documents compared with the CPU backend")
     parser.add_argument("--min-same", type=float, default=0.9, help="least share of values equal to fail below")

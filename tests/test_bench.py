@@ -53,7 +53,7 @@ def test_prefill_is_measured_before_and_after_the_runs(model_path):
     assert report.prefill_tokens_per_second > 0 and report.prefill_after > 0 and not report.failed
     assert f"{report.prefill_after:.0f} after them" in report.table()
     given = run_bench(model_path, str(DATA / "products20.jsonl"), ["hpd"], limit=1, log=lambda m: None,
-                      prefill=(100.0, 0.5), max_value_tokens=3)  # measured before: not again
+                      known_prefill=(100.0, 0.5), max_value_tokens=3)  # measured before: not again
     assert (given.prefill_tokens_per_second, given.output_cost, given.prefill_after) == (100.0, 0.5, None)
 
 
