@@ -5,7 +5,7 @@
 #   out/gpu/llama-cpp-python.tar.xz   llama-cpp-python's source without what a CUDA build never reads
 #   out/gpu/wheels/              the Python dependencies, for the GPU machine's Python 3.12
 #   out/gpu/cuda/sm_90/          llama-cpp-python built with CUDA for the H100 and H200, where nvcc
-#                                is here (CUDA_ARCH=N for another GPU, none to skip; 21 min on 2 cores)
+#                                is here (CUDA_ARCH=N for another GPU, none to skip; 21-38 min on 2 cores)
 #   out/gpu/docs.jsonl           documents of every category in turn (OA-Mine, else the test set)
 #   out/gpu/three.jsonl, out/gpu/examples.jsonl   documents of 3 categories in turn, and labeled
 #                                products of the same categories (what examples cost: issue 17)
