@@ -5,7 +5,8 @@
 #   out/gpu/llama-cpp-python.tar.xz   llama-cpp-python's source without what a CUDA build never reads
 #   out/gpu/wheels/              the Python dependencies, for the GPU machine's Python 3.12
 #   out/gpu/cuda/sm_90/          llama-cpp-python built with CUDA for the H100 and H200, where nvcc
-#                                is here (CUDA_ARCH=N for another GPU, none to skip; 21-38 min on 2 cores)
+#                                is here (CUDA_ARCH=N for another GPU, none to skip; 21-38 min on 2 cores,
+#                                once: kept in ~/.cache/hpd-gguf/wheels/gpu-check-sm_90 for later checkouts)
 #   out/gpu/docs.jsonl           documents of every category in turn (OA-Mine, else the test set)
 #   out/gpu/three.jsonl, out/gpu/examples.jsonl   documents of 3 categories in turn, and labeled
 #                                products of the same categories (what examples cost: issue 17)
@@ -57,11 +58,18 @@ write("out/gpu/examples.jsonl", [r for i, r in enumerate(three) if not i % 5] if
       else load_jsonl("tests/data/examples.jsonl"), keep + ("gold",))
 PY
 CUDA_ARCH=${CUDA_ARCH:-90}
-if [ "$CUDA_ARCH" != none ] && command -v nvcc >/dev/null && ! ls out/gpu/cuda/sm_$CUDA_ARCH/*.whl >/dev/null 2>&1; then
-    export CUBLAS_SITE=${CUBLAS_SITE:-$HOME/.cache/hpd-gguf/cublas}
-    scripts/cuda_wheel.sh "$PY" --cublas >/dev/null 2>&1 \
-        || "${PIP[@]}" install --no-deps --target "$CUBLAS_SITE" "nvidia-cublas==$(nvcc --version | grep -oP 'release \K[0-9]+').*"
-    scripts/cuda_wheel.sh "$PY" "$CUDA_ARCH" out/gpu/cuda/sm_$CUDA_ARCH
+wheel_dir=out/gpu/cuda/sm_$CUDA_ARCH
+if [ "$CUDA_ARCH" != none ] && ! ls "$wheel_dir"/*.whl >/dev/null 2>&1; then
+    cached=${HPD_GGUF_WHEELS:-$HOME/.cache/hpd-gguf/wheels}/gpu-check-sm_$CUDA_ARCH  # outlives this checkout
+    if ! ls "$cached"/*.whl >/dev/null 2>&1 && command -v nvcc >/dev/null; then
+        export CUBLAS_SITE=${CUBLAS_SITE:-$HOME/.cache/hpd-gguf/cublas}
+        scripts/cuda_wheel.sh "$PY" --cublas >/dev/null 2>&1 \
+            || "${PIP[@]}" install --no-deps --target "$CUBLAS_SITE" "nvidia-cublas==$(nvcc --version | grep -oP 'release \K[0-9]+').*"
+        scripts/cuda_wheel.sh "$PY" "$CUDA_ARCH" "$cached"
+    fi
+    if ls "$cached"/*.whl >/dev/null 2>&1; then
+        mkdir -p "$wheel_dir" && cp "$cached"/*.whl "$wheel_dir"/
+    fi
 fi
 size=$(du -sm out/gpu | cut -f1)
 echo "out/gpu: $size MiB to carry"
