@@ -264,11 +264,12 @@ def models_group():
 @models_group.command("list")
 def models_list():
     """Show the known models, whether each is present, and its size."""
+    click.echo(f"in {models.models_dir()}:")
     click.echo(f"{'name':<22}{'present':<9}{'size':>9}  {'file':<48}{'runs as':<9}about")
     for model in models.KNOWN_MODELS.values():
         path = models.model_path(model.name)
         present = "yes" if path.is_file() else "no"
-        click.echo(f"{model.name:<22}{present:<9}{model.size / 1e6:>6.0f} MB  {str(path):<48}"
+        click.echo(f"{model.name:<22}{present:<9}{model.size / 1e6:>6.0f} MB  {path.name:<48}"
                    f"{model.runs_as or 'shipped':<9}{model.about}")
     requantized = [m.name for m in models.KNOWN_MODELS.values() if m.runs_as]
     if requantized:

@@ -73,7 +73,15 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 
 
 def models_dir() -> Path:
-    return Path(os.environ.get("HPD_GGUF_MODELS", "models"))
+    """Where known models live: $HPD_GGUF_MODELS, else the checkout's models/ (scripts/setup.sh
+    installs hpd-gguf from it), wherever hpd-gguf is run from; a copy installed elsewhere keeps
+    them in ~/.cache/hpd-gguf/models."""
+    if os.environ.get("HPD_GGUF_MODELS"):
+        return Path(os.environ["HPD_GGUF_MODELS"])
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "models"
+    return Path.home() / ".cache" / "hpd-gguf" / "models"
 
 
 def model_path(name: str) -> Path:

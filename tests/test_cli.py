@@ -1,5 +1,6 @@
 """The command line end to end, on the real tiny model."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -203,6 +204,20 @@ def test_models_list_shows_every_known_model():
     for name in ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "gemma-3-270m"):
         assert name in done.stdout
     assert "runs as" in done.stdout and done.stdout.count("q4_0") == 1
+
+
+def test_a_known_model_is_found_from_any_working_directory(model_path, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "p1", "text": "Nike Air Max 90, White, Size 10"}\n')
+    elsewhere = {"cwd": tmp_path, "env": {k: v for k, v in os.environ.items() if k != "HPD_GGUF_MODELS"},
+                 "capture_output": True, "text": True, "timeout": 300}
+    done = subprocess.run([sys.executable, "-m", "hpd_gguf", "run", "smollm2-135m", docs.name, "--attributes",
+                           "Brand", "--max-value-tokens", "4"], **elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "pulling" not in done.stderr and not (tmp_path / "models").exists()
+    assert [r["id"] for r in map(json.loads, done.stdout.splitlines())] == ["p1"]
+    listed = subprocess.run([sys.executable, "-m", "hpd_gguf", "models", "list"], **elsewhere)
+    assert f"in {ROOT / 'models'}:" in listed.stdout
 
 
 def test_without_ray_nothing_imports_it():
