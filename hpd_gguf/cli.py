@@ -240,7 +240,8 @@ def serve(model, host, port, api_key, mode, attributes, schema, examples, **sett
 
 @main.command()
 def info():
-    """The backend, its devices and their memory, and the settings the engine would pick here."""
+    """The backend, its devices and their memory, the settings the engine would pick here, and
+    where known models live."""
     from dataclasses import asdict
 
     from .llama import devices, offloaded_layers, supports_gpu_offload, system_info, why_no_offload
@@ -254,6 +255,7 @@ def info():
     picked = {**asdict(Settings()), "threads": physical_cores(), "n_gpu_layers": layers,
               "max_resident_cells": resident_cells(Settings.max_resident_cells, layers)}
     click.echo("settings: " + ", ".join(f"{name}={value}" for name, value in picked.items()))
+    click.echo(f"models: {models.models_dir()}")
 
 
 @main.group("models")

@@ -239,6 +239,7 @@ def test_info_names_the_backend_its_devices_and_the_settings():
         assert f"device {device.name} ({device.kind})" in done.stdout
     assert f"n_gpu_layers={999 if supports_gpu_offload() else 0}" in done.stdout
     assert f"max_resident_cells={0 if supports_gpu_offload() else CPU_RESIDENT_CELLS}" in done.stdout
+    assert f"models: {ROOT / 'models'}" in done.stdout
 
 
 def test_bench_prints_the_comparison_table(model_path, tmp_path):
