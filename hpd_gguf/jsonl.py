@@ -1,6 +1,7 @@
 """Reading documents and writing results as JSON lines, line by line and never losing work."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -107,13 +108,17 @@ def input_files(spec: str | Path) -> list[Path]:
         found = sorted(p for p in root.glob(str(path.relative_to(root))) if p.is_file())
     if not found:
         raise InputError(str(spec), "no input files found" + (" in this directory" if path.is_dir() else ""))
+    parquet = next((p for p in found if p.suffix == ".parquet"), None)
+    if parquet and importlib.util.find_spec("pyarrow") is None:
+        raise InputError(str(parquet), "reading Parquet needs pyarrow (pip install pyarrow, or "
+                                       "HPD_GGUF_EXTRAS=ray scripts/setup.sh)")
     return found
 
 
 def _records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
     """(place, record) for each document of a file; a line that is not one comes as ValueError."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq  # installed with the ray extra
+        import pyarrow.parquet as pq  # installed with the ray extra (input_files checks)
 
         row = 0
         for batch in pq.ParquetFile(path).iter_batches():

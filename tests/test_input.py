@@ -1,5 +1,6 @@
 """Reading input: every bad-line class gets a message naming the file and line; nothing crashes."""
 import json
+import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -110,3 +111,14 @@ def test_writer_resume_drops_a_truncated_last_line(tmp_path):
     writer.write(Result(id="c", values={"Brand": None}))
     writer.close()
     assert [json.loads(l)["id"] for l in out.read_text().splitlines()] == ["a", "b", "c"]
+
+
+def test_parquet_without_pyarrow_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    from hpd_gguf.jsonl import input_files
+
+    (tmp_path / "a.jsonl").write_bytes(GOOD)
+    (tmp_path / "b.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as where the ray extra is not installed
+    with pytest.raises(InputError, match=r"b\.parquet: reading Parquet needs pyarrow"):
+        input_files(tmp_path)
+    assert input_files(tmp_path / "a.jsonl") == [tmp_path / "a.jsonl"]
