@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .jsonl import load_jsonl
+from .jsonl import load_jsonl, load_jsonl_lines
 from .schema import InputError
 
 OUTCOMES = ("NN", "NV", "VN", "VC", "VW")
@@ -108,10 +108,11 @@ def score(gold_records: list[dict], predictions: dict[str, dict]) -> Scores:
 
 
 def evaluate_files(gold_path: str | Path, pred_path: str | Path, min_confidence: float = 0.0) -> Scores:
-    gold = load_jsonl(gold_path)
-    for number, record in enumerate(gold, 1):
+    gold = []
+    for where, record in load_jsonl_lines(gold_path):
         if not isinstance(record.get("id"), str) or not isinstance(record.get("gold"), dict):
-            raise InputError(f"{gold_path}", f"record {number} needs an 'id' and a 'gold' object")
+            raise InputError(where, "a gold record needs an 'id' and a 'gold' object")
+        gold.append(record)
     predictions = {}
     for record in load_jsonl(pred_path):
         if "id" in record and isinstance(record.get("values"), dict):

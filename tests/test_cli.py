@@ -268,3 +268,6 @@ def test_eval_scores_a_prediction_file(tmp_path):
     pred.write_text("{broken\n")
     bad = hpd("eval", gold, pred)
     assert bad.returncode == 1 and f"{pred}:1: invalid JSON" in bad.stderr
+    gold.write_text(gold.read_text() + "\n" + json.dumps({"id": "2", "text": "no gold"}) + "\n")
+    bad_gold = hpd("eval", gold, pred)
+    assert bad_gold.returncode == 1 and f"{gold}:3: a gold record needs an 'id' and a 'gold' object" in bad_gold.stderr
