@@ -28,7 +28,12 @@ class ModeRun:
     f1_case_insensitive: float | None = None
     accuracy_by_confidence: tuple[float, float] | None = None  # top and bottom quartile
     peak_rss_mb: float | None = None
+    decode_seconds: float = 0.0  # inside llama_decode (the rest is the host's: planning, choice, results)
     choice_seconds: float = 0.0  # choosing tokens from the logits, on the CPU
+
+    @property
+    def decode_share(self) -> float:
+        return self.decode_seconds / self.seconds
 
     @property
     def choice_share(self) -> float:
@@ -89,7 +94,7 @@ class Report:
                  f"categories, {self.threads} threads, "
                  f"prefill throughput {self.prefill_tokens_per_second:.0f} tokens/s (one full batch{after}); "
                  f"a token with logits costs {1 + self.output_cost:.2f} tokens",
-                 f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'busy':>6}{'choice':>8}{'decodes':>9}"
+                 f"{'mode':<11}{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'busy':>6}{'in decode':>10}{'choice':>8}{'decodes':>9}"
                  f"{'hpd speedup':>13}{'= sequential':>20}{'F1':>8}"
                  + ("  accuracy, top / bottom confidence quartile" if any(r.accuracy_by_confidence for r in self.runs) else "")]
         hpd = by_mode.get("hpd")
@@ -102,7 +107,7 @@ class Report:
                 f1 += f"{r.accuracy_by_confidence[0]:>10.0%} / {r.accuracy_by_confidence[1]:.0%}"
             lines.append(f"{r.mode:<11}{r.seconds:>9.2f}{r.documents_per_second:>9.3f}"
                          f"{r.tokens_per_second:>9.0f}{r.tokens_per_second / self.prefill_tokens_per_second:>10.0%}"
-                         f"{self._busy(r):>6.0%}{r.choice_share:>8.0%}{r.decode_calls:>9}{speedup:>13}{same:>20}{f1:>8}")
+                         f"{self._busy(r):>6.0%}{r.decode_share:>10.0%}{r.choice_share:>8.0%}{r.decode_calls:>9}{speedup:>13}{same:>20}{f1:>8}")
         if self.scaling:
             lines += ["", "hpd scaling", f"{'documents':>10}{'attributes':>11}{'wall s':>9}{'docs/s':>9}"
                       f"{'tok/s':>9}{'of prefill':>11}{'busy':>6}{'peak RSS MB':>13}"]
@@ -178,7 +183,7 @@ def run_mode(model: Model, tasks: list[Task], mode: str, schema: Schema | None =
     seconds = time.perf_counter() - start
     run = ModeRun(mode, seconds, len(results), extractor.stats.tokens, extractor.stats.decode_calls,
                   sum(len(r.values) for r in results), extractor.stats.outputs, peak_rss_mb=peak,
-                  choice_seconds=extractor.stats.choice_seconds)
+                  decode_seconds=extractor.stats.decode_seconds, choice_seconds=extractor.stats.choice_seconds)
     return run, results
 
 
@@ -315,7 +320,8 @@ def run_sweep(model: Model, tasks: list[Task], prefill: float, log=print,
 def _figures(run: ModeRun, prefill: float, output_cost: float) -> dict:
     return {"seconds": run.seconds, "documents_per_second": run.documents_per_second,
             "tokens_per_second": run.tokens_per_second, "share_of_prefill": run.tokens_per_second / prefill,
-            "busy": _busy(run, prefill, output_cost), "choice_share": run.choice_share, "peak_rss_mb": run.peak_rss_mb}
+            "busy": _busy(run, prefill, output_cost), "decode_share": run.decode_share,
+            "choice_share": run.choice_share, "peak_rss_mb": run.peak_rss_mb}
 
 
 def _busy(run: ModeRun, prefill: float, output_cost: float) -> float:

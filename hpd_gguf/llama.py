@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -337,6 +338,7 @@ class Context:
         self.decode_calls = 0
         self.tokens_decoded = 0
         self.outputs_decoded = 0  # tokens whose logits were computed
+        self.decode_seconds = 0.0  # inside llama_decode and the logits' fetch (on a GPU: its wait too)
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
@@ -350,11 +352,14 @@ class Context:
         the next decode.  When llama.cpp finds no KV slot, halves of the batch are tried."""
         if batch.size > self.n_batch:
             raise LlamaError(f"batch of {batch.size} tokens exceeds n_batch={self.n_batch}")
+        start = time.perf_counter()
         try:
             parts = self._decode_range(batch, 0, batch.size) if batch.size else []
         except LlamaError:
             self._roll_back(batch)
             raise
+        finally:
+            self.decode_seconds += time.perf_counter() - start
         if len(parts) == 1:
             return parts[0]
         return np.concatenate(parts) if parts else np.empty((0, self.model.n_vocab), np.float32)

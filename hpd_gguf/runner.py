@@ -27,6 +27,7 @@ class Stats:
     outputs: int = 0  # tokens with logits
     shared_heads: int = 0  # heads decoded once for several documents (hpd)
     seconds: float = 0.0
+    decode_seconds: float = 0.0  # inside Context.decode: the rest of the wall time is the host's
     choice_seconds: float = 0.0  # choosing tokens from the logits, on the CPU (on a GPU: a cap on hpd)
 
 
@@ -118,7 +119,9 @@ class ModelRunner:
         self.stats.decode_calls += context.decode_calls
         self.stats.tokens += context.tokens_decoded
         self.stats.outputs += context.outputs_decoded
+        self.stats.decode_seconds += context.decode_seconds
         context.decode_calls = context.tokens_decoded = context.outputs_decoded = 0
+        context.decode_seconds = 0.0
 
     def choose(self, branches: list[Branch], logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Greedy tokens (within each branch's constraint; -1 ends a value) and their

@@ -73,7 +73,7 @@ def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
                      "documents_per_second": round(r.documents_per_second, 3),
                      "hpd_speedup": round(r.seconds / hpd.seconds, 2),
                      "share_of_prefill": round(r.tokens_per_second / report.prefill_tokens_per_second, 3),
-                     "choice_share": round(r.choice_share, 3),
+                     "decode_share": round(r.decode_share, 3), "choice_share": round(r.choice_share, 3),
                      "same_as_sequential": round(r.same_as_sequential / r.values, 4)})
     return {"model": path.name, "prefill_tokens_per_second": round(report.prefill_tokens_per_second),
             "output_cost": round(report.output_cost, 3),
@@ -101,25 +101,25 @@ def settings_sweep(path: Path, docs: Path, prefill: tuple, args) -> list[dict]:
                        **{**raw_settings(args), "ubatch_tokens": max(args.sweep)})
     if report.failed:
         raise RuntimeError(report.failed)
-    keys = ("batch_tokens", "seconds", "documents_per_second", "share_of_prefill", "choice_share")
+    keys = ("batch_tokens", "seconds", "documents_per_second", "share_of_prefill", "decode_share", "choice_share")
     return [{k: round(row[k], 3) for k in keys} for row in report.sweep]
 
 
 def table(results: list[dict]) -> str:
     lines = [f"{'model':<34}{'mode':<11}{'docs':>5}{'wall s':>9}{'docs/s':>9}{'hpd speedup':>12}"
-             f"{'of prefill':>11}{'choice':>8}{'= sequential':>13}{'= CPU backend':>14}"]
+             f"{'of prefill':>11}{'in decode':>10}{'choice':>8}{'= sequential':>13}{'= CPU backend':>14}"]
     for result in results:
         for row in result.get("rows", []):
             cpu = f"{result['hpd_vs_cpu_backend']:.1%}" if row["mode"] == "hpd" else ""
             lines.append(f"{result['model'][:33]:<34}{row['mode']:<11}{row['documents']:>5}{row['seconds']:>9.2f}"
                          f"{row['documents_per_second']:>9.3f}{row['hpd_speedup']:>11.2f}x"
-                         f"{row['share_of_prefill']:>11.0%}{row['choice_share']:>8.0%}"
+                         f"{row['share_of_prefill']:>11.0%}{row['decode_share']:>10.0%}{row['choice_share']:>8.0%}"
                          f"{row['same_as_sequential']:>13.1%}{cpu:>14}")
     for result in results:
         if result.get("sweep"):
             lines.append(f"{result['model']}: hpd by tokens per decode (= per graph): " + ", ".join(
                 f"{r['batch_tokens']}: {r['documents_per_second']:.3f} docs/s "
-                f"({r['share_of_prefill']:.0%}, choice {r['choice_share']:.0%})"
+                f"({r['share_of_prefill']:.0%}, in decode {r['decode_share']:.0%}, choice {r['choice_share']:.0%})"
                 for r in result["sweep"]))
     for result in results:
         if "examples" in result:

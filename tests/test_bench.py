@@ -17,6 +17,7 @@ def test_scaling_table_and_sweep_cover_their_grids(model):
                        max_value_tokens=3)
     assert [(r["documents"], r["attributes"]) for r in rows] == [(2, 1), (3, 1), (2, 7), (3, 7)]
     assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 and 0 < r["choice_share"] < 1 for r in rows)
+    assert all(0.5 < r["decode_share"] < 1 - r["choice_share"] for r in rows)  # on a CPU the decodes are most of it
     tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "attributes")}), None)
              for r in records]
     sweep = run_sweep(model, tasks, prefill=100.0, log=lambda m: None, budgets=(64, 128), cells=(50, 0),
@@ -45,6 +46,7 @@ def test_a_failing_later_part_keeps_the_modes_figures(model_path, monkeypatch, t
     run = report.runs[0]
     assert [r.mode for r in report.runs] == ["hpd"] and run.seconds > 0
     assert 0 < run.choice_seconds < run.seconds and f"{run.choice_share:.0%}" in report.table()
+    assert 0 < run.decode_seconds < run.seconds - run.choice_seconds and "in decode" in report.table()
     assert report.failed == "settings sweep: RuntimeError('out of cells')"
 
 
