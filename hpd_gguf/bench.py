@@ -28,6 +28,7 @@ class ModeRun:
     f1_case_insensitive: float | None = None
     accuracy_by_confidence: tuple[float, float] | None = None  # top and bottom quartile
     peak_rss_mb: float | None = None
+    setup_seconds: float = 0.0  # making the context (in the wall time: a run's fixed cost)
     decode_seconds: float = 0.0  # inside llama_decode (the rest is the host's: planning, choice, results)
     choice_seconds: float = 0.0  # choosing tokens from the logits, on the CPU
 
@@ -183,7 +184,8 @@ def run_mode(model: Model, tasks: list[Task], mode: str, schema: Schema | None =
     seconds = time.perf_counter() - start
     run = ModeRun(mode, seconds, len(results), extractor.stats.tokens, extractor.stats.decode_calls,
                   sum(len(r.values) for r in results), extractor.stats.outputs, peak_rss_mb=peak,
-                  decode_seconds=extractor.stats.decode_seconds, choice_seconds=extractor.stats.choice_seconds)
+                  setup_seconds=extractor.stats.setup_seconds, decode_seconds=extractor.stats.decode_seconds,
+                  choice_seconds=extractor.stats.choice_seconds)
     return run, results
 
 

@@ -27,6 +27,7 @@ class Stats:
     outputs: int = 0  # tokens with logits
     shared_heads: int = 0  # heads decoded once for several documents (hpd)
     seconds: float = 0.0
+    setup_seconds: float = 0.0  # making contexts (KV cache, compute buffers): once a run
     decode_seconds: float = 0.0  # inside Context.decode: the rest of the wall time is the host's
     choice_seconds: float = 0.0  # choosing tokens from the logits, on the CPU (on a GPU: a cap on hpd)
 
@@ -110,9 +111,11 @@ class ModelRunner:
 
     # decoding
     def context(self, n_ctx: int, n_seq_max: int) -> Context:
-        s = self.settings
-        return Context(self.model, context_cells(n_ctx), s.batch_tokens, n_seq_max, s.threads or physical_cores(),
-                       s.flash_attention, s.kv_f32, s.ubatch_tokens)
+        s, start = self.settings, time.perf_counter()
+        context = Context(self.model, context_cells(n_ctx), s.batch_tokens, n_seq_max, s.threads or physical_cores(),
+                          s.flash_attention, s.kv_f32, s.ubatch_tokens)
+        self.stats.setup_seconds += time.perf_counter() - start
+        return context
 
     def count(self, context: Context) -> None:
         """Move the context's decode counters into the stats."""

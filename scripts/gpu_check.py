@@ -70,6 +70,7 @@ def check_model(path: Path, docs: Path, args) -> tuple[dict, list[str]]:
     rows = []
     for r in report.runs:
         rows.append({"mode": r.mode, "documents": r.documents, "seconds": round(r.seconds, 2),
+                     "setup_seconds": round(r.setup_seconds, 2),
                      "documents_per_second": round(r.documents_per_second, 3),
                      "hpd_speedup": round(r.seconds / hpd.seconds, 2),
                      "share_of_prefill": round(r.tokens_per_second / report.prefill_tokens_per_second, 3),
@@ -106,12 +107,13 @@ def settings_sweep(path: Path, docs: Path, prefill: tuple, args) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'model':<34}{'mode':<11}{'docs':>5}{'wall s':>9}{'docs/s':>9}{'hpd speedup':>12}"
+    lines = [f"{'model':<34}{'mode':<11}{'docs':>5}{'wall s':>9}{'setup s':>8}{'docs/s':>9}{'hpd speedup':>12}"
              f"{'of prefill':>11}{'in decode':>10}{'choice':>8}{'= sequential':>13}{'= CPU backend':>14}"]
     for result in results:
         for row in result.get("rows", []):
             cpu = f"{result['hpd_vs_cpu_backend']:.1%}" if row["mode"] == "hpd" else ""
             lines.append(f"{result['model'][:33]:<34}{row['mode']:<11}{row['documents']:>5}{row['seconds']:>9.2f}"
+                         f"{row['setup_seconds']:>8.2f}"
                          f"{row['documents_per_second']:>9.3f}{row['hpd_speedup']:>11.2f}x"
                          f"{row['share_of_prefill']:>11.0%}{row['decode_share']:>10.0%}{row['choice_share']:>8.0%}"
                          f"{row['same_as_sequential']:>13.1%}{cpu:>14}")

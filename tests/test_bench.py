@@ -47,6 +47,7 @@ def test_a_failing_later_part_keeps_the_modes_figures(model_path, monkeypatch, t
     assert [r.mode for r in report.runs] == ["hpd"] and run.seconds > 0
     assert 0 < run.choice_seconds < run.seconds and f"{run.choice_share:.0%}" in report.table()
     assert 0 < run.decode_seconds < run.seconds - run.choice_seconds and "in decode" in report.table()
+    assert 0 < run.setup_seconds < run.seconds - run.decode_seconds - run.choice_seconds
     assert report.failed == "settings sweep: RuntimeError('out of cells')"
 
 
