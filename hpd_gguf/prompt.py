@@ -202,7 +202,13 @@ class PromptLayout:
         return tuple(out + [rest])
 
     def _fragment_tokens(self, fragments: list[str | int]) -> list[int]:
-        return [t for f in fragments for t in ([f] if isinstance(f, int) else self.model.tokenize(f))]
+        return [t for f in fragments for t in ([f] if isinstance(f, int) else self._text_tokens(f))]
+
+    @lru_cache(maxsize=1024)
+    def _text_tokens(self, text: str) -> tuple[int, ...]:
+        """A fragment's tokens: the instructions and a category's examples and head recur in
+        every document's prompt (tokenizing them again took ~2 ms of a document's ~3)."""
+        return tuple(self.model.tokenize(text))
 
     def _tokens(self, pieces: list[str]) -> list[int]:
         return self._fragment_tokens(self._fragments(pieces))
@@ -214,14 +220,16 @@ class PromptLayout:
         fragments = self._fragments(pieces)
         tail = fragments.pop() if isinstance(fragments[-1], str) else ""
         head = self._fragment_tokens(fragments)
-        tokens = head + self.model.tokenize(tail)
+        ending = self.model.tokenize(tail)
+        tokens = head + ending
         shared = common_prefix(self.preamble, tokens)
         head_end = common_prefix(self._tokens(pieces[:text]), tokens)
         names = task.names if suffixes else []
-        full = [head + self.model.tokenize(tail + self.suffix_text(name)) for name in names]
-        split = max(shared, min((common_prefix(tokens, f) for f in full), default=len(tokens)))
+        # each attribute's whole prompt is head + the tokens of tail + its suffix text
+        endings = [self.model.tokenize(tail + self.suffix_text(name)) for name in names]
+        split = max(shared, len(head) + min((common_prefix(ending, e) for e in endings), default=len(ending)))
         head_end = max(shared, min(head_end, split - 1))  # the document keeps a token of its own
-        return DocumentPrompt(tokens[:split], shared, [f[split:] for f in full], head_end)
+        return DocumentPrompt(tokens[:split], shared, [e[split - len(head):] for e in endings], head_end)
 
     def suffix_text(self, name: str) -> str:
         return f"{name}:"
