@@ -36,6 +36,16 @@ def test_pieces_concatenate_to_the_whole_prompt(model, text):
         assert prompt.suffixes[index], "every branch has its own suffix"
 
 
+def test_one_layout_gives_every_later_document_its_whole_prompt(model):
+    layout = PromptLayout(model)  # the pieces' tokens are cached from the first document on
+    for round_ in range(2):
+        for i, text in enumerate(TRICKY_TEXTS):
+            task = _task(text, TRICKY_ATTRIBUTES[i % 3:], category=["Things", "Shoes"][i % 2])
+            prompt = layout.document(task)
+            for index in range(len(task.names)):
+                assert prompt.full(index) == layout.whole_prompt_tokens(task, index), (round_, text)
+
+
 def test_a_single_attribute_still_splits(model):
     layout = PromptLayout(model)
     prompt = layout.document(_task("Crocs Classic Clog, Navy", ["Color"]))
