@@ -117,6 +117,11 @@ class PromptLayout:
         self.examples = EXAMPLES if examples is None else examples  # for categories without their own
         self.picker = picker  # a task's examples of its category (examples.py), or None
         self._orders: dict[tuple, tuple[str, ...]] = {}  # (category, set of names) -> names as listed
+        # Caches of this layout's own (freed with it): template text split at its special tokens,
+        # and each fragment's tokens. The instructions and a category's examples and head recur in
+        # every document's prompt; tokenizing them again took ~2 ms of a document's ~3.
+        self._split_specials = lru_cache(maxsize=256)(self._specials_in)
+        self._text_tokens = lru_cache(maxsize=1024)(lambda text: tuple(model.tokenize(text)))
         placeholder = Task(document=Document(id="", text="x", category="x"), attributes=[Attribute(name="x")])
         pieces, first_document_piece, _ = self._pieces(placeholder, own_examples=False)
         self.preamble = self._tokens(pieces[:first_document_piece])
@@ -187,8 +192,7 @@ class PromptLayout:
             fragments.insert(0, self.model.bos)
         return fragments
 
-    @lru_cache(maxsize=256)
-    def _split_specials(self, text: str) -> tuple[str | int, ...]:
+    def _specials_in(self, text: str) -> tuple[str | int, ...]:
         out: list[str | int] = []
         rest = text
         for token in self.model.tokenize(text, parse_special=True):
@@ -204,11 +208,6 @@ class PromptLayout:
     def _fragment_tokens(self, fragments: list[str | int]) -> list[int]:
         return [t for f in fragments for t in ([f] if isinstance(f, int) else self._text_tokens(f))]
 
-    @lru_cache(maxsize=1024)
-    def _text_tokens(self, text: str) -> tuple[int, ...]:
-        """A fragment's tokens: the instructions and a category's examples and head recur in
-        every document's prompt (tokenizing them again took ~2 ms of a document's ~3)."""
-        return tuple(self.model.tokenize(text))
 
     def _tokens(self, pieces: list[str]) -> list[int]:
         return self._fragment_tokens(self._fragments(pieces))

@@ -1,4 +1,7 @@
 """Prompt layout: preamble + document + suffix is token-for-token the whole prompt."""
+import gc
+import weakref
+
 import pytest
 
 from hpd_gguf import prompt as prompt_module
@@ -44,6 +47,15 @@ def test_one_layout_gives_every_later_document_its_whole_prompt(model):
             prompt = layout.document(task)
             for index in range(len(task.names)):
                 assert prompt.full(index) == layout.whole_prompt_tokens(task, index), (round_, text)
+
+
+def test_a_layout_and_its_caches_are_freed_with_it(model):
+    layout = PromptLayout(model)
+    layout.document(_task(TRICKY_TEXTS[0]))
+    gone = weakref.ref(layout)
+    del layout
+    gc.collect()
+    assert gone() is None  # no cache outside it keeps it (and its model) alive
 
 
 def test_a_single_attribute_still_splits(model):
