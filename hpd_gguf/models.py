@@ -76,8 +76,8 @@ def models_dir() -> Path:
     """Where known models live: $HPD_GGUF_MODELS, else the checkout's models/ (scripts/setup.sh
     installs hpd-gguf from it), wherever hpd-gguf is run from; a copy installed elsewhere keeps
     them in ~/.cache/hpd-gguf/models."""
-    if os.environ.get("HPD_GGUF_MODELS"):
-        return Path(os.environ["HPD_GGUF_MODELS"])
+    if chosen := os.environ.get("HPD_GGUF_MODELS"):
+        return Path(chosen)
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "pyproject.toml").is_file():
         return checkout / "models"

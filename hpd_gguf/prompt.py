@@ -208,7 +208,6 @@ class PromptLayout:
     def _fragment_tokens(self, fragments: list[str | int]) -> list[int]:
         return [t for f in fragments for t in ([f] if isinstance(f, int) else self._text_tokens(f))]
 
-
     def _tokens(self, pieces: list[str]) -> list[int]:
         return self._fragment_tokens(self._fragments(pieces))
 

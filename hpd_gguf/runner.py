@@ -111,7 +111,8 @@ class ModelRunner:
 
     # decoding
     def context(self, n_ctx: int, n_seq_max: int) -> Context:
-        s, start = self.settings, time.perf_counter()
+        s = self.settings
+        start = time.perf_counter()
         context = Context(self.model, context_cells(n_ctx), s.batch_tokens, n_seq_max, s.threads or physical_cores(),
                           s.flash_attention, s.kv_f32, s.ubatch_tokens)
         self.stats.setup_seconds += time.perf_counter() - start
