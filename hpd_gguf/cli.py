@@ -16,7 +16,8 @@ from . import models
 from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .examples import read_examples
-from .jsonl import Rejected, ResultWriter, input_files, is_stdin, read_tasks, source_name
+from .csv_files import count_rows, is_csv
+from .jsonl import Rejected, input_files, is_stdin, open_results, read_tasks, source_name
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
 from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields, resident_cells, shows_labeled_examples
@@ -103,7 +104,7 @@ class _Stop:
 @main.command()
 @click.argument("model")
 @click.argument("docs")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output JSONL [default: stdout].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output: JSON lines, or CSV (TSV) for a .csv (.tsv) name [default: stdout, JSON lines].")
 @click.option("--mode", type=click.Choice(MODES), default=Settings.mode, show_default=True)
 @click.option("--attributes", help='Attributes for every document, e.g. "Brand,Color".')
 @click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
@@ -122,7 +123,8 @@ class _Stop:
 def run(model, docs, output, mode, attributes, schema, examples, strict, resume, truncate, ray_address, workers,
         threads_per_worker, batches_in_flight, **settings):
     """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
-    JSONL file, a glob or a directory of them (Parquet too), or - for standard input."""
+    JSONL or CSV file, a glob or a directory of them (Parquet too), or - for standard input (JSONL).
+    An OUTPUT ending in .csv or .tsv gets a column per attribute."""
     try:
         schema_ = _load_schema(schema, attributes, examples)
         files = input_files(docs)
@@ -137,12 +139,15 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
                           batches_in_flight=batches_in_flight, **settings)
     else:
         extract = _extractor(model, schema_, mode=mode, truncate=truncate, **settings).extract
-    writer = ResultWriter(output, resume=resume)
+    try:
+        writer = open_results(output, resume, files, schema_)
+    except InputError as error:
+        _fail(str(error))
     stop = _Stop()
     rejected: list[Rejected] = []
 
     def tasks():
-        for item in read_tasks(files, schema_, skip_ids=writer.done):
+        for item in read_tasks(files, schema_, skip_ids=writer.done, refuse=writer.refuses):
             if stop.signal:
                 return
             if isinstance(item, Rejected):
@@ -200,6 +205,8 @@ def _on_ray(model: str, schema: Schema | None, address: str, workers: int | None
 
 
 def _count_documents(path: Path) -> int:
+    if is_csv(path):
+        return count_rows(path)
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
 

@@ -1,4 +1,4 @@
-"""Reading documents and writing results as JSON lines, line by line and never losing work."""
+"""Reading documents (JSON lines, CSV and Parquet) and writing results, line by line and never losing work."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,10 +8,11 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from pydantic import ValidationError
 
+from .csv_files import CsvResultWriter, csv_records, is_csv, read_header
 from .schema import Document, InputError, Result, Schema, Task, make_task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
@@ -95,12 +96,14 @@ def _document_error(error: ValidationError) -> str:
 
 
 def input_files(spec: str | Path) -> list[Path]:
-    """A file, a glob or a directory of .jsonl / .parquet files, in name order; - for standard input."""
+    """A file, a glob or a directory of .jsonl, .csv, .tsv or .parquet files, in name order; - for
+    standard input.  A CSV file without the columns id and text, or Parquet without pyarrow, is
+    refused here, before any work."""
     if is_stdin(spec):
         return [Path(STDIN)]
     path = Path(spec)
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".json", ".parquet"))
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".parquet", ".csv", ".tsv"))
     elif path.is_file():
         found = [path]
     else:
@@ -112,6 +115,8 @@ def input_files(spec: str | Path) -> list[Path]:
     if parquet and importlib.util.find_spec("pyarrow") is None:
         raise InputError(str(parquet), "reading Parquet needs pyarrow (pip install pyarrow, or "
                                        "HPD_GGUF_EXTRAS=ray scripts/setup.sh)")
+    for path in filter(is_csv, found):
+        read_header(path)
     return found
 
 
@@ -126,7 +131,7 @@ def _records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
                 row += 1
                 yield f"{path}:row {row}", record
         return
-    yield from _parsed_lines(path)
+    yield from csv_records(path) if is_csv(path) else _parsed_lines(path)
 
 
 def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
@@ -141,10 +146,10 @@ def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
             yield where, error
 
 
-def read_tasks(paths: str | Path | list[Path], schema: Schema | None = None,
-               skip_ids: set[str] = frozenset()) -> Iterator[Task | Rejected]:
-    """Tasks from JSONL (or Parquet) files of documents; bad lines come as Rejected, blank ones
-    are skipped."""
+def read_tasks(paths: str | Path | list[Path], schema: Schema | None = None, skip_ids: set[str] = frozenset(),
+               refuse: Callable[[Task], str | None] = lambda task: None) -> Iterator[Task | Rejected]:
+    """Tasks from JSONL (CSV, Parquet) files of documents; bad lines, and those `refuse` gives a
+    reason for, come as Rejected; blank ones are skipped."""
     seen: set[str] = set()
     for path in [Path(paths)] if isinstance(paths, (str, Path)) else paths:
         for where, record in _records(path):
@@ -160,9 +165,33 @@ def read_tasks(paths: str | Path | list[Path], schema: Schema | None = None,
                 seen.add(document.id)
                 if document.id in skip_ids:
                     continue
-                yield make_task(document, schema)
+                task = make_task(document, schema)
+                reason = refuse(task)
+                if reason:
+                    raise ValueError(reason)
+                yield task
             except ValueError as error:
                 yield Rejected(where, str(error))
+
+
+def attribute_names(paths: list[Path], schema: Schema | None) -> list[str]:
+    """The attributes the documents of these files ask for, in the order first asked (from the
+    schema alone for standard input, which can be read only once)."""
+    if any(map(is_stdin, paths)):
+        return [attribute.name for attribute in schema.all_attributes()] if schema else []
+    names: dict[str, None] = {}
+    for item in read_tasks(paths, schema):
+        if isinstance(item, Task):
+            names.update(dict.fromkeys(item.names))
+    return list(names)
+
+
+def open_results(path: str | Path | None, resume: bool, files: list[Path], schema: Schema | None):
+    """The writer for `path`: CSV (a column per attribute of these files) by its suffix, else
+    JSON lines; standard output without a path."""
+    if path and is_csv(path):
+        return CsvResultWriter(path, lambda: attribute_names(files, schema), resume=resume)
+    return ResultWriter(path, resume=resume)
 
 
 class ResultWriter:
@@ -192,6 +221,9 @@ class ResultWriter:
                 good_end += len(line)
         if good_end != self.path.stat().st_size:
             os.truncate(self.path, good_end)
+
+    def refuses(self, task: Task) -> str | None:
+        return None  # a line holds any attributes
 
     def write(self, result: Result) -> None:
         self._out.write(result.model_dump_json(exclude_none=True) + "\n")

@@ -58,6 +58,29 @@ def test_input_is_a_directory_or_a_glob_of_jsonl_and_parquet(model_path, tmp_pat
     assert missing.returncode == 1 and "no input files found" in missing.stderr
 
 
+def test_csv_in_and_out_give_the_values_of_json_lines(model_path, tmp_path):
+    import csv
+
+    source = [json.loads(line) for line in (DATA / "products20.jsonl").read_text().splitlines()[:5]]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in source))
+    with open(tmp_path / "docs.csv", "w", newline="", encoding="utf-8-sig") as f:  # as Excel saves it
+        rows = csv.writer(f, delimiter=";")
+        rows.writerow(["ID", "Text", "Category", "Attributes", "Price"])
+        rows.writerows([d["id"], d["text"], d["category"], ",".join(d["attributes"]), "9.99"] for d in source)
+    for docs, out in (("docs.jsonl", "values.jsonl"), ("docs.csv", "values.csv")):
+        done = hpd("run", model_path, tmp_path / docs, "-o", tmp_path / out, "--max-value-tokens", "4")
+        assert done.returncode == 0, done.stderr
+    with open(tmp_path / "values.csv", newline="", encoding="utf-8-sig") as f:
+        table = list(csv.DictReader(f))
+    names = list(dict.fromkeys(name for d in source for name in d["attributes"]))
+    assert list(table[0]) == ["id", *names, *(f"{n} confidence" for n in names), "error"]
+    for row, result, doc in zip(table, lines(tmp_path / "values.jsonl"), source, strict=True):
+        assert row["id"] == result["id"] == doc["id"]
+        assert {n: row[n] or None for n in doc["attributes"]} == result["values"]
+        assert all(row[n] == "" for n in names if n not in doc["attributes"])
+        assert all(abs(float(row[f"{n} confidence"]) - p) < 1e-3 for n, p in result["confidence"].items())
+
+
 def test_stdout_when_no_output_file_and_attributes_option(model_path):
     done = hpd("run", model_path, DATA / "products20.jsonl", "--attributes", "Brand,Color",
                "--max-value-tokens", "4")

@@ -1,11 +1,13 @@
 """Reading input: every bad-line class gets a message naming the file and line; nothing crashes."""
+import csv
 import json
 import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, read_tasks
+from hpd_gguf.csv_files import CsvResultWriter
+from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, input_files, read_tasks
 from hpd_gguf.schema import InputError, Result, Schema
 
 GOOD = b'{"id": "ok", "text": "Crocs Classic Clog, Navy", "attributes": ["Brand"]}\n'
@@ -114,11 +116,104 @@ def test_writer_resume_drops_a_truncated_last_line(tmp_path):
 
 
 def test_parquet_without_pyarrow_is_refused_before_anything_runs(tmp_path, monkeypatch):
-    from hpd_gguf.jsonl import input_files
-
     (tmp_path / "a.jsonl").write_bytes(GOOD)
     (tmp_path / "b.parquet").write_bytes(b"PAR1")
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as where the ray extra is not installed
     with pytest.raises(InputError, match=r"b\.parquet: reading Parquet needs pyarrow"):
         input_files(tmp_path)
     assert input_files(tmp_path / "a.jsonl") == [tmp_path / "a.jsonl"]
+
+
+CSV = (b"\xef\xbb\xbfid,Text,category,attributes,price\n"  # a byte-order mark, as Excel writes
+       b'1,"Adidas Ultraboost 22, Core Black",Shoes,"Brand, Color",12\n'
+       b"\n"
+       b'2,"Logitech MX Master 3S\nGraphite",,Brand,\n'  # a quoted cell over two lines
+       b"3,,Shoes,Brand\n"
+       b"4,Caf\xe9 Bustelo,,Brand\n"
+       b"5,Crocs Clog, Navy,,Brand,7\n"
+       b"6,Crocs Clog Navy\n")
+
+
+def test_csv_rows_are_documents_and_bad_rows_name_their_line(tmp_path):
+    path = tmp_path / "docs.csv"
+    path.write_bytes(CSV)
+    items = list(read_tasks(input_files(path), Schema.load_dict({"Shoes": ["Size"]})))
+    assert [(i.id, i.document.text, i.document.category, i.names) for i in items[:2]] == [
+        ("1", "Adidas Ultraboost 22, Core Black", "Shoes", ["Brand", "Color"]),
+        ("2", "Logitech MX Master 3S\nGraphite", None, ["Brand"])]
+    assert items[0].document.price == "12"  # other columns are kept aside
+    assert [str(i) for i in items[2:]] == [
+        f"{path}:6: missing 'text'",
+        f"{path}:7: invalid UTF-8 in column 'text'",
+        f"{path}:8: 6 cells where the header has 5 columns (a separator in an unquoted cell?)",
+        f"{path}:9: no attributes given and no schema entry for category None"]
+
+
+@pytest.mark.parametrize("delimiter", [b";", b"\t", b"|"])
+def test_csv_separators_are_found_from_the_header(tmp_path, delimiter):
+    path = tmp_path / "docs.tsv"
+    path.write_bytes(delimiter.join([b"text", b"ID", b"Attributes"]) + b"\n"
+                     + delimiter.join([b"Crocs Clog, Navy", b"7", b"Brand,Color"]) + b"\n")
+    [task] = read_tasks(input_files(path))
+    assert (task.id, task.document.text, task.names) == ("7", "Crocs Clog, Navy", ["Brand", "Color"])
+
+
+def test_a_csv_file_without_id_and_text_columns_is_refused_before_anything_runs(tmp_path):
+    (tmp_path / "a.csv").write_text("name,description\nx,y\n")
+    with pytest.raises(InputError, match=r"a\.csv:1: the first row must name the columns id and text"):
+        input_files(tmp_path)
+    (tmp_path / "a.csv").write_text("id,text,ID\n")
+    with pytest.raises(InputError, match="a column is named twice"):
+        input_files(tmp_path / "a.csv")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=60), max_size=8))
+def test_random_bytes_never_crash_the_csv_reader(tmp_path_factory, lines):
+    path = tmp_path_factory.mktemp("fuzz") / "docs.csv"
+    path.write_bytes(b"id,text\n" + b"\n".join(lines))
+    for item in read_tasks(path, Schema.load_dict({"*": ["Brand"]})):
+        assert isinstance(item, Rejected) and item.where.startswith(f"{path}:") or item.document.text.strip()
+
+
+def _csv_writer(out, resume=False, names=("Brand", "Color")):
+    return CsvResultWriter(out, lambda: list(names), resume=resume)
+
+
+def test_csv_results_resume_after_the_last_complete_row(tmp_path):
+    out = tmp_path / "values.csv"
+    writer = _csv_writer(out)
+    writer.write(Result(id="a", values={"Brand": "Crocs", "Color": None}, confidence={"Brand": 0.91234, "Color": 0.6}))
+    writer.write(Result(id='b "2",\nx', values={"Brand": None, "Color": None}, error="document too long"))
+    writer.close()
+    whole = out.read_bytes()
+    assert whole.decode("utf-8-sig").splitlines()[:2] == [
+        "id,Brand,Color,Brand confidence,Color confidence,error", "a,Crocs,,0.9123,0.6,"]
+    ids = ["a", 'b "2",\nx']
+    for cut in range(len(whole) + 1):  # a run killed at any byte
+        out.write_bytes(whole[:cut])
+        writer = _csv_writer(out, resume=True)
+        kept = ids[:len(writer.done)]
+        assert writer.done == set(kept)
+        writer.write(Result(id="c", values={"Brand": "Keds", "Color": "White"}))
+        writer.close()
+        with open(out, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == ["id", "Brand", "Color", "Brand confidence", "Color confidence", "error"]
+        assert [row[0] for row in rows[1:]] == kept + ["c"] and rows[-1] == ["c", "Keds", "White", "", "", ""]
+    assert writer.refuses(read_tasks_one("Size")) == "values.csv has no column for 'Size' (its columns were set when it was made)"
+
+
+def read_tasks_one(*names):
+    from hpd_gguf.schema import Document, make_task
+
+    return make_task(Document(id="z", text="t", attributes=list(names)), None)
+
+
+def test_csv_results_refuse_to_resume_another_file(tmp_path):
+    out = tmp_path / "values.csv"
+    out.write_text("sku,title\n1,x\n")
+    with pytest.raises(InputError, match="not a results file of hpd-gguf"):
+        _csv_writer(out, resume=True)
+    with pytest.raises(InputError, match="two columns of one name"):
+        _csv_writer(tmp_path / "new.csv", names=("id", "Brand"))

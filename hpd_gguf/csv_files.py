@@ -1,0 +1,183 @@
+"""Documents from CSV (or TSV) files and results to one, as spreadsheets and shop systems give
+and take them.
+
+Input: a header row naming `id` and `text`, optionally `category` and `attributes` (names
+separated by commas), any other columns kept aside; comma, semicolon or tab separated.
+Output: `id`, a column per attribute, then `<attribute> confidence` for each, then `error`;
+one complete row a result, flushed, so a killed run resumes as with JSON lines.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .schema import InputError, Result
+
+SUFFIXES = (".csv", ".tsv")
+COLUMNS = ("id", "text", "category", "attributes")  # the columns a document reads; case and spaces ignored
+DELIMITERS = ",;\t|"
+ENCODING = "utf-8-sig"  # Excel's "CSV UTF-8" starts with a byte-order mark; written too, so Excel reads UTF-8
+
+csv.field_size_limit(max(csv.field_size_limit(), 10 * 1024 * 1024))  # a cell may hold a long description
+
+
+def is_csv(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in SUFFIXES
+
+
+def _open(path: Path):
+    try:  # undecodable bytes kept as surrogates, so that only their row is refused
+        return open(path, encoding=ENCODING, errors="surrogateescape", newline="")
+    except (FileNotFoundError, IsADirectoryError):
+        raise InputError(str(path), "file not found") from None
+
+
+def read_header(path: Path) -> tuple[list[str], str]:
+    """The file's column names (lower-cased where they are a document's) and its delimiter;
+    InputError unless the first row names `id` and `text`."""
+    with _open(path) as f:
+        first = f.readline()
+    for delimiter in DELIMITERS:
+        header = [_column(name) for name in next(csv.reader([first], delimiter=delimiter), [])]
+        if {"id", "text"} <= set(header):
+            if len(set(header)) != len(header):
+                raise InputError(f"{path}:1", f"a column is named twice in the header: {header}")
+            return header, delimiter
+    raise InputError(f"{path}:1", f"the first row must name the columns id and text (it reads {first.strip()[:200]!r})")
+
+
+def _column(name: str) -> str:
+    return name.strip().lower() if name.strip().lower() in COLUMNS else name.strip()
+
+
+def csv_records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
+    """("file:line", record) for each row after the header; a row that is not one comes as ValueError.
+    Empty cells are absent; `attributes` becomes a list."""
+    header, delimiter = read_header(path)
+    with _open(path) as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        ended = 0  # the line the previous row ended on
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                yield f"{path}:{ended + 1}", ValueError(f"invalid CSV: {error}")
+                ended = reader.line_num
+                continue
+            where, ended = f"{path}:{ended + 1}", reader.line_num
+            if ended == 1 or not any(cell.strip() for cell in row):
+                continue  # the header, or a blank row
+            try:
+                yield where, _record(header, row)
+            except ValueError as error:
+                yield where, error
+
+
+def _record(header: list[str], row: list[str]) -> dict:
+    if len(row) > len(header):
+        raise ValueError(f"{len(row)} cells where the header has {len(header)} columns (a separator in an unquoted cell?)")
+    record = {}
+    for name, cell in zip(header, row):
+        try:
+            cell.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"invalid UTF-8 in column {name!r}") from None
+        if cell.strip():
+            record[name] = cell
+    if "attributes" in record:
+        record["attributes"] = record["attributes"].split(",")
+    return record
+
+
+def count_rows(path: Path) -> int:
+    return sum(1 for _ in csv_records(path))
+
+
+class CsvResultWriter:
+    """Results as rows of a CSV (TSV for .tsv) file, like ResultWriter: each row complete and
+    flushed; with resume, keeps the rows a previous run wrote (dropping a truncated last one)."""
+
+    def __init__(self, path: str | Path, attribute_names: Callable[[], list[str]], resume: bool = False):
+        self.path = Path(path)
+        self.delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
+        self.done: set[str] = set()
+        header = self._recover() if resume and self.path.exists() else None
+        if header is None:
+            header = _header(attribute_names())
+            if len(set(header)) != len(header):
+                raise InputError(str(self.path), f"the attributes would make two columns of one name: {header}")
+            self._out = open(self.path, "w", encoding=ENCODING, newline="")
+            self._write_row(header)
+        else:
+            self._out = open(self.path, "a", encoding="utf-8", newline="")
+        self.attributes = header[1:len(header) // 2]
+
+    def refuses(self, task) -> str | None:
+        """Why the task's values cannot be written here, if they cannot."""
+        missing = [name for name in task.names if name not in self.attributes]
+        if missing:
+            return f"{self.path.name} has no column for {', '.join(map(repr, missing))} (its columns were set when it was made)"
+        return None
+
+    def write(self, result: Result) -> None:
+        confidence = result.confidence or {}
+        self._write_row([result.id] + [result.values.get(name) or "" for name in self.attributes]
+                        + [_number(confidence.get(name)) for name in self.attributes] + [result.error or ""])
+        self.done.add(result.id)
+
+    def _write_row(self, cells: list[str]) -> None:
+        line = io.StringIO()
+        csv.writer(line, delimiter=self.delimiter).writerow(cells)
+        self._out.write(line.getvalue())
+        self._out.flush()
+
+    def _recover(self) -> list[str] | None:
+        """The header of the file a previous run wrote (None if it has none), the ids of its rows,
+        and the file cut after its last complete row."""
+        read = good_end = 0
+
+        def complete_lines():
+            nonlocal read
+            with open(self.path, "rb") as f:
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        return
+                    read += len(raw)
+                    yield raw.decode(ENCODING if read == len(raw) else "utf-8", errors="replace")
+
+        reader = csv.reader(complete_lines(), delimiter=self.delimiter, strict=True)
+        try:
+            header = next(reader)
+        except (StopIteration, csv.Error):
+            return None
+        names = header[1:len(header) // 2]
+        if len(header) % 2 or header[0] != "id" or header[-1] != "error" or _header(names) != header:
+            raise InputError(str(self.path), f"not a results file of hpd-gguf to resume (its header: {header[:6]})")
+        good_end = read
+        try:
+            for row in reader:
+                if len(row) != len(header):
+                    break
+                self.done.add(row[0])
+                good_end = read
+        except csv.Error:  # a quoted cell cut short
+            pass
+        with open(self.path, "r+b") as f:
+            f.truncate(good_end)
+        return header
+
+    def close(self) -> None:
+        if not self._out.closed:
+            self._out.close()
+
+
+def _header(names: list[str]) -> list[str]:
+    return ["id", *names, *(f"{name} confidence" for name in names), "error"]
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
