@@ -175,9 +175,28 @@ class CsvResultWriter:
             self._out.close()
 
 
+def read_results(path: str | Path) -> Iterator[dict]:
+    """The results of a CSV file CsvResultWriter wrote, as JSON lines give them (an empty cell null)."""
+    with open(path, encoding=ENCODING, newline="") as f:
+        reader = csv.reader(f, delimiter="\t" if Path(path).suffix.lower() == ".tsv" else ",")
+        header = next(reader, [])
+        names = header[1:len(header) // 2]
+        if not header or _header(names) != header:
+            raise InputError(f"{path}:1", f"not a results file of hpd-gguf (its header: {header[:6]})")
+        for row in reader:
+            try:
+                if len(row) != len(header):
+                    raise ValueError(f"{len(row)} cells where the header has {len(header)} columns")
+                values, confidence = row[1:len(names) + 1], row[len(names) + 1:-1]
+                yield {"id": row[0], "values": {n: v or None for n, v in zip(names, values)},
+                       "confidence": {n: float(c) for n, c in zip(names, confidence) if c}}
+            except ValueError as error:
+                raise InputError(f"{path}:{reader.line_num}", str(error)) from None
+
+
 def _header(names: list[str]) -> list[str]:
     return ["id", *names, *(f"{name} confidence" for name in names), "error"]
 
 
 def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"
+    return "" if value is None else str(value)  # as JSON writes it

@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .csv_files import is_csv, read_results
 from .jsonl import load_jsonl, load_jsonl_lines
 from .schema import InputError
 
@@ -114,7 +115,7 @@ def evaluate_files(gold_path: str | Path, pred_path: str | Path, min_confidence:
             raise InputError(where, "a gold record needs an 'id' and a 'gold' object")
         gold.append(record)
     predictions = {}
-    for record in load_jsonl(pred_path):
+    for record in read_results(pred_path) if is_csv(pred_path) else load_jsonl(pred_path):
         if "id" in record and isinstance(record.get("values"), dict):
             predictions[str(record["id"])] = _confident(record, min_confidence)
     return score(gold, predictions)

@@ -78,7 +78,16 @@ def test_csv_in_and_out_give_the_values_of_json_lines(model_path, tmp_path):
         assert row["id"] == result["id"] == doc["id"]
         assert {n: row[n] or None for n in doc["attributes"]} == result["values"]
         assert all(row[n] == "" for n in names if n not in doc["attributes"])
-        assert all(abs(float(row[f"{n} confidence"]) - p) < 1e-3 for n, p in result["confidence"].items())
+        assert {n: float(row[f"{n} confidence"]) for n in doc["attributes"]} == result["confidence"]
+    gold = tmp_path / "gold.jsonl"  # the JSON lines' values as gold: eval reads the table as it reads them
+    gold.write_text("".join(json.dumps({"id": r["id"], "attributes": d["attributes"], "gold": r["values"]}) + "\n"
+                            for r, d in zip(lines(tmp_path / "values.jsonl"), source)))
+    scores = []
+    for pred in ("values.jsonl", "values.csv"):
+        done = hpd("eval", gold, tmp_path / pred, "--min-confidence", "0.6", "--json", tmp_path / "scores.json")
+        assert done.returncode == 0, done.stderr
+        scores.append(json.loads((tmp_path / "scores.json").read_text()))
+    assert scores[0] == scores[1] and scores[0]["missing_predictions"] == 0
 
 
 def test_stdout_when_no_output_file_and_attributes_option(model_path):

@@ -183,7 +183,7 @@ def _csv_writer(out, resume=False, names=("Brand", "Color")):
 def test_csv_results_resume_after_the_last_complete_row(tmp_path):
     out = tmp_path / "values.csv"
     writer = _csv_writer(out)
-    writer.write(Result(id="a", values={"Brand": "Crocs", "Color": None}, confidence={"Brand": 0.91234, "Color": 0.6}))
+    writer.write(Result(id="a", values={"Brand": "Crocs", "Color": None}, confidence={"Brand": 0.9123, "Color": 0.6}))
     writer.write(Result(id='b "2",\nx', values={"Brand": None, "Color": None}, error="document too long"))
     writer.close()
     whole = out.read_bytes()
