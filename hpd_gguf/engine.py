@@ -21,7 +21,7 @@ from .jobs import Job, QueueFull
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch, Context
 from .runner import ModelRunner, null_values
-from .scheduler import Limits, Scheduler
+from .scheduler import WAITING_PER_RESIDENT, Limits, Scheduler
 from .schema import Result
 from .sequence import Branch, DocumentState
 
@@ -157,7 +157,7 @@ class Engine:
         with self._lock:
             self._jobs = [j for j in self._jobs if not (j.exhausted or j.cancelled or j.finished)]
             jobs = list(self._jobs)
-        want = 2 * self.runner.settings.max_resident
+        want = WAITING_PER_RESIDENT * self.runner.settings.max_resident
         while jobs and len(self.scheduler.waiting) < want:
             jobs = [job for job in jobs if self._read_one(job)]
 

@@ -19,6 +19,7 @@ from .llama import Batch
 from .sequence import Branch, DocumentState, SharedHead, Status
 
 
+WAITING_PER_RESIDENT = 2  # documents read ahead into the waiting queue, per resident one
 IDLE_HEADS_KEPT = 8  # heads no document uses, kept for later documents when made twice before
 HEADS_REMEMBERED = 100_000  # heads whose making is remembered (by hash)
 
@@ -151,11 +152,13 @@ class Scheduler:
     def _next_waiting(self) -> DocumentState:
         """The oldest waiting document that shares the head of the last one admitted, else the
         oldest: a step's rows then see one category's head, and tiles of the others' cells are
-        skipped (examples' heads: BENCHMARKS.md).  None is passed over by more than the reorder
-        window."""
+        skipped (examples' heads: BENCHMARKS.md).  A document of another head waits while fewer
+        than twice the resident documents pass it: in a stream of one head's documents it would
+        otherwise wait for the reorder window (512), and every result after it with it."""
         first = self.waiting[0]
-        if self.share_preamble:
-            end = min(first.order, self.oldest) + self.limits.reorder_window  # what _admit allows
+        if self.share_preamble:  # what _admit allows, and no more than wait at once pass the oldest
+            end = min(min(first.order, self.oldest) + self.limits.reorder_window,
+                      first.order + WAITING_PER_RESIDENT * self.limits.max_resident)
             for doc in self.waiting:
                 if doc.order >= end:
                     break

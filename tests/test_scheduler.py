@@ -112,6 +112,21 @@ def test_admission_takes_a_category_at_a_time_and_keeps_the_input_order(model, p
     assert extractor.stats.shared_heads == 2
 
 
+def test_a_document_of_another_head_is_passed_over_by_no_more_than_wait_at_once(model, products):
+    documents = _same_asks(products[:12], ["Shoes"] * 12)
+    documents[1]["attributes"] = ["Brand"]  # a head of its own, in a stream of one head
+    extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, max_resident=2)
+    tracer = extractor.on_logits = Tracer()
+    results = list(extractor.extract(documents))
+    assert [r.id for r in results] == [d["id"] for d in documents]
+    first_decode = {}
+    for step, ids in enumerate(tracer.decodes):
+        for id in ids:
+            first_decode.setdefault(id, step)
+    admitted = sorted(documents, key=lambda d: (first_decode[d["id"]], documents.index(d)))
+    assert 1 < admitted.index(documents[1]) <= 1 + 2 * 2  # passed, by fewer than 2 × resident (was: last)
+
+
 def test_resident_documents_hold_no_more_cells_than_their_budget(model, products, sequential_reference):
     def run(budget):
         extractor = raw_extractor(model, mode="hpd", max_value_tokens=MAX_VALUE_TOKENS, max_resident_cells=budget)
