@@ -27,6 +27,11 @@ def is_csv(path: str | Path) -> bool:
     return Path(path).suffix.lower() in SUFFIXES
 
 
+def _delimiter(path: str | Path) -> str:
+    """What results are written with: tabs in a .tsv file, else commas."""
+    return "\t" if Path(path).suffix.lower() == ".tsv" else ","
+
+
 def _open(path: Path):
     try:  # undecodable bytes kept as surrogates, so that only their row is refused
         return open(path, encoding=ENCODING, errors="surrogateescape", newline="")
@@ -103,7 +108,7 @@ class CsvResultWriter:
 
     def __init__(self, path: str | Path, attribute_names: Callable[[], list[str]], resume: bool = False):
         self.path = Path(path)
-        self.delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
+        self.delimiter = _delimiter(self.path)
         self.done: set[str] = set()
         header = self._recover() if resume and self.path.exists() else None
         if header is None:
@@ -114,7 +119,7 @@ class CsvResultWriter:
             self._write_row(header)
         else:
             self._out = open(self.path, "a", encoding="utf-8", newline="")
-        self.attributes = header[1:len(header) // 2]
+        self.attributes = _attributes_in(header)
 
     def refuses(self, task) -> str | None:
         """Why the task's values cannot be written here, if they cannot."""
@@ -154,8 +159,7 @@ class CsvResultWriter:
             header = next(reader)
         except (StopIteration, csv.Error):
             return None
-        names = header[1:len(header) // 2]
-        if len(header) % 2 or header[0] != "id" or header[-1] != "error" or _header(names) != header:
+        if _attributes_in(header) is None:
             raise InputError(str(self.path), f"not a results file of hpd-gguf to resume (its header: {header[:6]})")
         good_end = read
         try:
@@ -178,10 +182,10 @@ class CsvResultWriter:
 def read_results(path: str | Path) -> Iterator[dict]:
     """The results of a CSV file CsvResultWriter wrote, as JSON lines give them (an empty cell null)."""
     with open(path, encoding=ENCODING, newline="") as f:
-        reader = csv.reader(f, delimiter="\t" if Path(path).suffix.lower() == ".tsv" else ",")
+        reader = csv.reader(f, delimiter=_delimiter(path))
         header = next(reader, [])
-        names = header[1:len(header) // 2]
-        if not header or _header(names) != header:
+        names = _attributes_in(header)
+        if names is None:
             raise InputError(f"{path}:1", f"not a results file of hpd-gguf (its header: {header[:6]})")
         for row in reader:
             try:
@@ -196,6 +200,12 @@ def read_results(path: str | Path) -> Iterator[dict]:
 
 def _header(names: list[str]) -> list[str]:
     return ["id", *names, *(f"{name} confidence" for name in names), "error"]
+
+
+def _attributes_in(header: list[str]) -> list[str] | None:
+    """The attributes of a results file's header; None if it is not one."""
+    names = header[1:len(header) // 2]
+    return names if _header(names) == header else None
 
 
 def _number(value: float | None) -> str:

@@ -12,7 +12,7 @@ from typing import IO, Callable, Iterator
 
 from pydantic import ValidationError
 
-from .csv_files import CsvResultWriter, csv_records, is_csv, read_header
+from .csv_files import SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, is_csv, read_header
 from .schema import Document, InputError, Result, Schema, Task, make_task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
@@ -103,7 +103,7 @@ def input_files(spec: str | Path) -> list[Path]:
         return [Path(STDIN)]
     path = Path(spec)
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".parquet", ".csv", ".tsv"))
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".parquet", *CSV_SUFFIXES))
     elif path.is_file():
         found = [path]
     else:

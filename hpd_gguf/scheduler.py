@@ -156,9 +156,9 @@ class Scheduler:
         than twice the resident documents pass it: in a stream of one head's documents it would
         otherwise wait for the reorder window (512), and every result after it with it."""
         first = self.waiting[0]
-        if self.share_preamble:  # what _admit allows, and no more than wait at once pass the oldest
-            end = min(min(first.order, self.oldest) + self.limits.reorder_window,
-                      first.order + WAITING_PER_RESIDENT * self.limits.max_resident)
+        if self.share_preamble:
+            window_end = min(first.order, self.oldest) + self.limits.reorder_window  # what _admit allows
+            end = min(window_end, first.order + WAITING_PER_RESIDENT * self.limits.max_resident)
             for doc in self.waiting:
                 if doc.order >= end:
                     break
