@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 
 from . import models
 from .extractor import Extractor
-from .schema import Result, Schema, Task
+from .schema import Result, Schema, Task, as_id
 
 BATCH_DOCUMENTS = 64  # rows per actor call: the engine's resident documents at the defaults
 BATCHES_IN_FLIGHT = 1  # calls an actor runs at once (their jobs would share its engine): 2 gained
@@ -30,7 +30,7 @@ BATCHES_IN_FLIGHT = 1  # calls an actor runs at once (their jobs would share its
 
 
 def _error(row: dict, order: int, message: str) -> Result:
-    identity = row.get("id") if isinstance(row.get("id"), str) else f"row {order}"
+    identity = as_id(row.get("id")) or f"row {order}"
     return Result(id=identity, values={}, error=message)
 
 

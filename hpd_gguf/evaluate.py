@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .csv_files import is_csv, read_results
 from .jsonl import load_jsonl, load_jsonl_lines
-from .schema import InputError
+from .schema import InputError, as_id
 
 OUTCOMES = ("NN", "NV", "VN", "VC", "VW")
 
@@ -111,9 +111,9 @@ def score(gold_records: list[dict], predictions: dict[str, dict]) -> Scores:
 def evaluate_files(gold_path: str | Path, pred_path: str | Path, min_confidence: float = 0.0) -> Scores:
     gold = []
     for where, record in load_jsonl_lines(gold_path):
-        if not isinstance(record.get("id"), str) or not isinstance(record.get("gold"), dict):
+        if as_id(record.get("id")) is None or not isinstance(record.get("gold"), dict):
             raise InputError(where, "a gold record needs an 'id' and a 'gold' object")
-        gold.append(record)
+        gold.append({**record, "id": as_id(record["id"])})
     predictions = {}
     for record in read_results(pred_path) if is_csv(pred_path) else load_jsonl(pred_path):
         if "id" in record and isinstance(record.get("values"), dict):

@@ -17,6 +17,20 @@ class InputError(ValueError):
         self.where, self.message = where, message
 
 
+def as_id(value):
+    """An id as the engine keeps it: text, or an integer (a JSON number, a Parquet column of
+    numbers) as its digits, which the results then carry; None if it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def _valid_id(value):
+    if value is not None and as_id(value) is None:
+        raise ValueError("must be text or a whole number")
+    return as_id(value)
+
+
 def _names(value: list[str]) -> list[str]:
     if not value:
         raise ValueError("must list at least one attribute")
@@ -36,6 +50,8 @@ class Document(BaseModel):
     text: str = Field(min_length=1)
     category: str | None = None
     attributes: list[str] | None = None
+
+    _id = field_validator("id", mode="before")(_valid_id)
 
     @field_validator("text")
     @classmethod
@@ -85,6 +101,8 @@ class Example(BaseModel):
     text: str = Field(min_length=1)
     category: str | None = None
     values: dict[str, str | None]
+
+    _id = field_validator("id", mode="before")(_valid_id)
 
     @model_validator(mode="before")
     @classmethod

@@ -47,8 +47,9 @@ def test_input_is_a_directory_or_a_glob_of_jsonl_and_parquet(model_path, tmp_pat
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
 
-    pq.write_table(pa.Table.from_pylist([json.loads(l) for l in source[2:4]]), folder / "b.parquet")
-    expected = [json.loads(l)["id"] for l in source]
+    numbered = [{**json.loads(l), "id": 1000 + i} for i, l in enumerate(source[2:4])]  # ids as numbers
+    pq.write_table(pa.Table.from_pylist(numbered), folder / "b.parquet")
+    expected = [json.loads(l)["id"] for l in source[:2]] + ["1000", "1001"] + [json.loads(l)["id"] for l in source[4:]]
     for spec in (folder, f"{folder}/*"):
         out = tmp_path / "out.jsonl"
         done = hpd("run", model_path, spec, "-o", out, "--max-value-tokens", "2")

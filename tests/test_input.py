@@ -16,7 +16,8 @@ BAD_LINES = {
     "invalid JSON": (b'{"id": "a", "text": \n', "invalid JSON"),
     "not an object": (b'["id", "text"]\n', "expected a JSON object, got list"),
     "missing id": (b'{"text": "x", "attributes": ["Brand"]}\n', "missing 'id'"),
-    "non-string id": (b'{"id": 7, "text": "x", "attributes": ["Brand"]}\n', "'id': input should be a valid string"),
+    "fractional id": (b'{"id": 7.5, "text": "x", "attributes": ["Brand"]}\n', "'id': value error, must be text or a whole number"),
+    "boolean id": (b'{"id": true, "text": "x", "attributes": ["Brand"]}\n', "must be text or a whole number"),
     "missing text": (b'{"id": "a", "attributes": ["Brand"]}\n', "missing 'text'"),
     "non-string text": (b'{"id": "a", "text": 5, "attributes": ["Brand"]}\n', "'text': input should be a valid string"),
     "empty text": (b'{"id": "a", "text": "", "attributes": ["Brand"]}\n', "'text'"),
@@ -50,6 +51,20 @@ def test_duplicate_id_is_rejected(tmp_path):
     path, items = _read(tmp_path, GOOD + GOOD)
     assert isinstance(items[1], Rejected) and items[1].where == f"{path}:2"
     assert "duplicate id 'ok'" in items[1].message
+
+
+def test_an_integer_id_is_read_as_its_digits_and_resumed_as_such(tmp_path):
+    path, items = _read(tmp_path, GOOD.replace(b'"ok"', b'7') + GOOD.replace(b'"ok"', b'"7"')
+                        + GOOD.replace(b'"ok"', b'12345678901234567890'))
+    assert items[0].id == "7" and items[2].id == "12345678901234567890"
+    assert isinstance(items[1], Rejected) and "duplicate id '7'" in items[1].message
+    out = tmp_path / "out.jsonl"
+    writer = ResultWriter(out)
+    writer.write(Result(id=items[0].id, values={"Brand": "Crocs"}))
+    writer.close()
+    assert json.loads(out.read_text())["id"] == "7"
+    assert ResultWriter(out, resume=True).done == {"7"}
+    assert [i.id for i in read_tasks(path, skip_ids={"7"}) if not isinstance(i, Rejected)] == ["12345678901234567890"]
 
 
 def test_blank_lines_are_skipped_silently(tmp_path):

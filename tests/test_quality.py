@@ -22,7 +22,7 @@ def test_outcomes_follow_the_ave_scheme():
 def test_scores_overall_per_category_and_attribute(tmp_path):
     gold = [{"id": "1", "category": "Shoes", "attributes": ["Brand", "Color"],
              "gold": {"Brand": "Nike", "Color": None}, "gold_all": {"Brand": ["Nike"], "Color": []}},
-            {"id": "2", "category": "Tea", "attributes": ["Brand"], "gold": {"Brand": "Tazo"}}]
+            {"id": 2, "category": "Tea", "attributes": ["Brand"], "gold": {"Brand": "Tazo"}}]  # a number, as hpd writes "2"
     pred = [{"id": "1", "values": {"Brand": "Nike", "Color": "Red"}}, {"id": "2", "values": {"Brand": "tazo"}}]
     (tmp_path / "gold.jsonl").write_text("\n".join(map(json.dumps, gold)))
     (tmp_path / "pred.jsonl").write_text("\n".join(map(json.dumps, pred)))
