@@ -87,10 +87,11 @@ def with_model_options(function):
 
 
 class _Stop:
-    """SIGINT/SIGTERM: stop admitting documents, finish the ones in flight, then exit."""
+    """SIGINT/SIGTERM: start no more documents, finish those begun, then exit."""
 
-    def __init__(self):
+    def __init__(self, stop_extracting=lambda: None):
         self.signal = 0
+        self.stop_extracting = stop_extracting
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, self._handle)
 
@@ -98,7 +99,8 @@ class _Stop:
         if self.signal:  # a second signal: stop at once, written lines stay complete
             raise KeyboardInterrupt
         self.signal = number
-        _say(f"\n{signal.Signals(number).name}: finishing the documents in flight (again to stop now)")
+        self.stop_extracting()
+        _say(f"\n{signal.Signals(number).name}: finishing the documents begun (again to stop now)")
 
 
 @main.command()
@@ -134,16 +136,18 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         _fail("--resume needs -o OUTPUT")
     if output and not os.access(Path(output).absolute().parent, os.W_OK):  # before the model loads
         _fail(f"{output}: cannot write there (no such folder, or not writable)")
+    stop_extracting = lambda: None  # noqa: E731
     if ray_address:
         extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,
                           batches_in_flight=batches_in_flight, **settings)
     else:
-        extract = _extractor(model, schema_, mode=mode, truncate=truncate, **settings).extract
+        extractor = _extractor(model, schema_, mode=mode, truncate=truncate, **settings)
+        extract, stop_extracting = extractor.extract, extractor.stop
     try:
         writer = open_results(output, resume, files, schema_)
     except InputError as error:
         _fail(str(error))
-    stop = _Stop()
+    stop = _Stop(stop_extracting)
     rejected: list[Rejected] = []
 
     def tasks():

@@ -147,19 +147,29 @@ class Engine:
             2 * s.batch_tokens
 
     def _intake(self) -> None:
-        """Drop cancelled documents; read documents from the jobs in turn until twice the
-        resident documents wait."""
+        """Drop cancelled documents and those of stopped jobs not begun; read documents from the
+        jobs in turn until twice the resident documents wait."""
         if self._closed:
             for doc in self.scheduler.documents():
                 doc.job.cancel()
         for doc in [d for d in self.scheduler.documents() if d.job.cancelled]:
             self.scheduler.cancel(doc)
+        for job in {d.job for d in self.scheduler.documents() if d.job.stopping} | {j for j in self._jobs if j.stopping}:
+            self._end_input(job)
         with self._lock:
             self._jobs = [j for j in self._jobs if not (j.exhausted or j.cancelled or j.finished)]
             jobs = list(self._jobs)
         want = WAITING_PER_RESIDENT * self.runner.settings.max_resident
         while jobs and len(self.scheduler.waiting) < want:
             jobs = [job for job in jobs if self._read_one(job)]
+
+    def _end_input(self, job: Job) -> None:
+        """A stopped job ends after its last document begun (or delivered): the documents after
+        it that wait leave; those before it still run, so its results stay a prefix."""
+        last = max([d.index for d in self.scheduler.running if d.job is job] + [job.last_delivered()])
+        for doc in [d for d in self.scheduler.waiting if d.job is job and d.index > last]:
+            self.scheduler.cancel(doc)
+        job.input_ended(at=last + 1)
 
     def _read_one(self, job: Job) -> bool:
         """Take the job's next document into the waiting queue; False when the job has no more."""

@@ -3,6 +3,7 @@ hpd and hpd-static on the long-lived engine (engine.py), the others one prompt a
 (reference.py)."""
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from pathlib import Path
@@ -42,6 +43,8 @@ class Extractor:
                                                                   self.settings.n_gpu_layers)
         self.runner = ModelRunner(self.model, self.settings, schema)
         self._engine: Engine | None = None
+        self._job: Job | None = None  # extract()'s, in hpd modes
+        self._stopping = False
 
     @property
     def layout(self):
@@ -87,18 +90,28 @@ class Extractor:
             self.stats.seconds = time.perf_counter() - start
             yield result
 
+    def stop(self) -> None:
+        """Start no more of extract()'s documents: those begun (and any before them) finish,
+        then it ends, its results a prefix of the input.  Safe in a signal handler."""
+        self._stopping = True
+        if self._job is not None:
+            self._job.stop()
+
     def _results(self, documents) -> Iterator[Result]:
         mode = self.settings.mode
+        self._stopping = False
+        documents = itertools.takewhile(lambda _: not self._stopping, documents)
         if mode in ("sequential", "naive"):
             yield from reference.one_by_one(self.runner, map(self.task, documents), reuse=mode == "sequential")
         elif mode == "json":
             yield from reference.json_objects(self.runner, map(self.task, documents))
         else:
-            job = self.submit(documents)
+            job = self._job = self.submit(documents)
             try:
                 yield from job
             finally:
                 job.cancel()  # a caller that stops early frees the engine at once
+                self._job = None
 
     def close(self) -> None:
         if self._engine is not None:

@@ -1,7 +1,8 @@
 """A job: the documents one caller submitted, and their results in the caller's order.
 
 The engine's thread fills it; the caller reads it from any thread (`for r in job`) or event
-loop (`async for r in job`), watches `job.progress`, or calls `job.cancel()`.
+loop (`async for r in job`), watches `job.progress`, or calls `job.stop()` (finish what has
+begun) or `job.cancel()` (drop everything).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Job:
         self.documents: Iterator = iter(documents)  # read by the engine's thread only
         self.read = 0  # documents taken from the input so far
         self.exhausted = False
+        self.stopping = False  # set by stop(); the engine then ends the job's input
         self._lock = threading.Condition()
         self._results: dict[int, Result] = {}
         self._next = 0  # index of the next result to hand out
@@ -84,6 +86,12 @@ class Job:
                 return
             yield result
 
+    def stop(self) -> None:
+        """Start no more of the job's documents: those begun, and those before them in the job's
+        order, still finish, so the results are a prefix of the input; the job then ends.  Safe
+        in a signal handler (a flag the engine reads before its next step)."""
+        self.stopping = True
+
     def cancel(self) -> None:
         """Stop the job: its documents leave the engine (sequence ids, KV cells) within one step."""
         with self._lock:
@@ -118,10 +126,18 @@ class Job:
         with self._lock:
             self._fail(error, self._next if at is None else at)
 
-    def input_ended(self) -> None:
+    def input_ended(self, at: int | None = None) -> None:
+        """No documents after the first `at` (default: all read) will come."""
         with self._lock:
             self.exhausted = True
+            if at is not None:
+                self.read = self.total = at
             self._changed()
+
+    def last_delivered(self) -> int:
+        """The index of the last result delivered (handed out or not); -1 before any."""
+        with self._lock:
+            return max(self._results, default=self._next - 1)
 
     # under the lock
     def _fail(self, error: BaseException, at: int) -> None:

@@ -73,6 +73,25 @@ def test_a_cancelled_job_frees_its_ids_and_cells_within_a_step(engine_extractor,
     assert [r.id for r in engine_extractor.submit(products[:3])] == [p["id"] for p in products[:3]]  # it goes on
 
 
+def test_a_stopped_job_finishes_what_it_began_and_ends_on_a_prefix(model, products):
+    """Ctrl-C in `hpd-gguf run`: the documents waiting behind those begun never start."""
+    extractor = raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS, max_resident=2)
+    engine = extractor.engine
+    many = [dict(p, id=f"{c}-{p['id']}") for c in range(2) for p in products]
+    job = extractor.submit(many)
+    results = iter(job)
+    first = next(results)
+    read = job.read  # 2 resident and up to 4 waiting behind them
+    job.stop()
+    ids = [first.id] + [r.id for r in results]
+    assert ids == [d["id"] for d in many[:len(ids)]] and job.progress.total == len(ids)
+    assert len(ids) <= read and engine.documents_done == len(ids)  # those cut never ran
+    wait_until_idle(engine)
+    assert engine.resident == 0 and engine.queued == 0 and kv_in_use(engine) == kept_head_seqs(engine)
+    assert [r.id for r in extractor.submit(products[:3])] == [p["id"] for p in products[:3]]  # it goes on
+    extractor.close()
+
+
 def test_a_head_made_again_stays_for_the_next_request_of_its_category(engine_extractor, model, products):
     """A head whose category comes back after it went (a server's requests) stays when idle: the
     next documents copy it instead of decoding it again.  One made once goes at once."""
@@ -130,3 +149,11 @@ def test_async_for_inside_a_running_event_loop(engine_extractor, products):
     (first, second), ticks = asyncio.run(main())
     assert first == [p["id"] for p in products[:5]] and second == [p["id"] for p in products[5:9]]
     assert ticks > 10  # the loop kept running while the engine decoded
+
+
+def test_a_stopped_extract_in_a_reference_mode_ends_after_the_document_under_way(model, products):
+    extractor = raw_extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS)
+    results = extractor.extract(products)
+    first = next(results)
+    extractor.stop()
+    assert [first.id] + [r.id for r in results] == [products[0]["id"]]
