@@ -87,20 +87,23 @@ def with_model_options(function):
 
 
 class _Stop:
-    """SIGINT/SIGTERM: start no more documents, finish those begun, then exit."""
+    """SIGINT/SIGTERM: start no more documents, finish those begun, then exit; on Ray, stop at
+    once (the batches under way on the workers go, and run again with --resume)."""
 
-    def __init__(self, stop_extracting=lambda: None):
+    def __init__(self, extractor: Extractor | None):
         self.signal = 0
-        self.stop_extracting = stop_extracting
+        self.extractor = extractor
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, self._handle)
 
     def _handle(self, number, frame):
-        if self.signal:  # a second signal: stop at once, written lines stay complete
-            raise KeyboardInterrupt
+        first = not self.signal
         self.signal = number
-        self.stop_extracting()
-        _say(f"\n{signal.Signals(number).name}: finishing the documents begun (again to stop now)")
+        if first and self.extractor is not None:
+            self.extractor.stop()
+            _say(f"\n{signal.Signals(number).name}: finishing the documents begun (again to stop now)")
+        else:  # a second signal, or Ray: stop at once; written lines stay complete
+            raise KeyboardInterrupt
 
 
 @main.command()
@@ -136,18 +139,18 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         _fail("--resume needs -o OUTPUT")
     if output and not os.access(Path(output).absolute().parent, os.W_OK):  # before the model loads
         _fail(f"{output}: cannot write there (no such folder, or not writable)")
-    stop_extracting = lambda: None  # noqa: E731
+    extractor = None
     if ray_address:
         extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,
                           batches_in_flight=batches_in_flight, **settings)
     else:
         extractor = _extractor(model, schema_, mode=mode, truncate=truncate, **settings)
-        extract, stop_extracting = extractor.extract, extractor.stop
+        extract = extractor.extract
     try:
         writer = open_results(output, resume, files, schema_)
     except InputError as error:
         _fail(str(error))
-    stop = _Stop(stop_extracting)
+    stop = _Stop(extractor)
     rejected: list[Rejected] = []
 
     def tasks():

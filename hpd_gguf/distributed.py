@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -103,9 +105,24 @@ def connect(address: str, cpus: int) -> None:
             return
         except ConnectionError:
             pass
-        ray.init(num_cpus=cpus, log_to_driver=False, include_dashboard=False)
+        _start_local(cpus)
     else:
         ray.init(address=address, log_to_driver=False)
+
+
+def _start_local(cpus: int) -> None:
+    """A local instance whose services ignore SIGINT: Ctrl-C at a terminal reaches the whole
+    process group, the local Ray's services with it, and should stop the run, not the cluster
+    under it (they inherit the ignored signal)."""
+    import ray
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        ray.init(num_cpus=cpus, log_to_driver=False, include_dashboard=False)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def run(tasks: Iterable[Task], model: str, schema: Schema | None, workers: int, threads_per_worker: int,
@@ -123,11 +140,16 @@ def run(tasks: Iterable[Task], model: str, schema: Schema | None, workers: int, 
                               batch_documents=size, batches_in_flight=batches_in_flight, **settings)
     ready: dict[int, str] = {}
     next_out = 0
-    for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
-        for order, line in zip(batch["order"].to_pylist(), batch["result"].to_pylist()):
-            ready[order] = line
-        while next_out in ready:
-            yield Result.model_validate_json(ready.pop(next_out))
-            next_out += 1
+    try:
+        for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
+            for order, line in zip(batch["order"].to_pylist(), batch["result"].to_pylist()):
+                ready[order] = line
+            while next_out in ready:
+                yield Result.model_validate_json(ready.pop(next_out))
+                next_out += 1
+    except KeyboardInterrupt:  # the caller stops: what came back stands, the batches under way go
+        for order in sorted(ready):
+            yield Result.model_validate_json(ready.pop(order))
+        raise
     if ready or next_out != len(rows):
         raise RuntimeError(f"Ray returned {next_out + len(ready)} results for {len(rows)} documents")

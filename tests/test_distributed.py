@@ -72,14 +72,40 @@ def test_a_killed_worker_loses_and_duplicates_nothing(tmp_path):
     assert all(r.get("error") is None for r in records)
 
 
-def _kill_a_busy_worker(process, limit=240) -> bool:
-    """SIGKILL the first Ray actor process that holds the model and is using a CPU."""
+def test_ctrl_c_at_a_terminal_stops_the_run_not_the_local_ray_under_it(tmp_path):
+    """Ctrl-C reaches the whole process group, the local Ray's services with it: the run stops at
+    once (the batches under way go), cleanly, and says how to resume."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({**json.loads(l), "id": f"{c}-{json.loads(l)['id']}"}) + "\n"
+                            for c in range(2) for l in (DATA / "products20.jsonl").read_text().splitlines()))
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "hpd_gguf", "run", "smollm2-135m", str(docs), "-o", str(out),
+                                "--ray", "auto", "--workers", "2", "--max-value-tokens", "4"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group, as a terminal gives
+    assert _busy_worker(process) is not None, "no Ray worker got busy"
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "--resume" in stderr and "Traceback" not in stderr
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert len(ids) < 40 and len(set(ids)) == len(ids)
+
+
+def _kill_a_busy_worker(process) -> bool:
+    pid = _busy_worker(process)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+    return pid is not None
+
+
+def _busy_worker(process, limit=240) -> int | None:
+    """The first Ray actor process that holds the model and is using a CPU."""
     start = time.time()
     while time.time() - start < limit and process.poll() is None:
         for line in subprocess.run(["ps", "-eo", "pid,pcpu,args"], capture_output=True, text=True).stdout.splitlines():
             pid, cpu, args = line.split(None, 2)
             if "ExtractWorker" in args and float(cpu) > 20:
-                os.kill(int(pid), signal.SIGKILL)
-                return True
+                return int(pid)
         time.sleep(0.5)
-    return False
+    return None
