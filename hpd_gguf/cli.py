@@ -55,8 +55,8 @@ def _load_schema(schema: str | None, attributes: str | None, examples: str | Non
 
 
 examples_option = click.option("--examples", type=click.Path(dir_okay=False),
-                               help="JSONL of labeled documents (id, text, category, gold or values): worked "
-                                    "examples per category.")
+                               help="Labeled documents: JSONL (id, text, category, gold or values) or a CSV "
+                                    "table (id, text, category, a column per attribute): worked examples per category.")
 
 
 def _extractor(model: str, schema: Schema | None, **settings) -> Extractor:

@@ -2,7 +2,9 @@
 and take them.
 
 Input: a header row naming `id` and `text`, optionally `category` and `attributes` (names
-separated by commas), any other columns kept aside; comma, semicolon or tab separated.
+separated by commas), any other columns kept aside; comma, semicolon or tab separated.  In a
+table of labeled documents (examples, gold) every other column is an attribute, its cells the
+values.
 Output: `id`, a column per attribute, then `<attribute> confidence` for each, then `error`;
 one complete row a result, flushed, so a killed run resumes as with JSON lines.
 """
@@ -96,6 +98,17 @@ def _record(header: list[str], row: list[str]) -> dict:
     if "attributes" in record:
         record["attributes"] = record["attributes"].split(",")
     return record
+
+
+def labeled_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """("file:line", {"id", "text", "category"?, "attributes"?, "gold"}) for each row of a table
+    of labeled documents: a column other than a document's is an attribute, its cell the value
+    (empty: null).  A bad row raises InputError."""
+    names = [name for name in read_header(path)[0] if name not in COLUMNS]
+    for where, record in csv_records(path):
+        if isinstance(record, ValueError):
+            raise InputError(where, str(record))
+        yield where, {**{k: record[k] for k in COLUMNS if k in record}, "gold": {n: record.get(n) for n in names}}
 
 
 def count_rows(path: Path) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .csv_files import is_csv, read_results
-from .jsonl import load_jsonl, load_jsonl_lines
+from .jsonl import load_jsonl, load_labeled_lines
 from .schema import InputError, as_id
 
 OUTCOMES = ("NN", "NV", "VN", "VC", "VW")
@@ -110,7 +110,7 @@ def score(gold_records: list[dict], predictions: dict[str, dict]) -> Scores:
 
 def evaluate_files(gold_path: str | Path, pred_path: str | Path, min_confidence: float = 0.0) -> Scores:
     gold = []
-    for where, record in load_jsonl_lines(gold_path):
+    for where, record in load_labeled_lines(gold_path):
         if as_id(record.get("id")) is None or not isinstance(record.get("gold"), dict):
             raise InputError(where, "a gold record needs an 'id' and a 'gold' object")
         gold.append({**record, "id": as_id(record["id"])})

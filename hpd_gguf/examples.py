@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .jsonl import _document_error, load_jsonl_lines
+from .jsonl import _document_error, load_labeled_lines
 from .schema import Example, InputError, Task
 from .settings import Settings
 
@@ -27,9 +27,9 @@ GROUPING_SAMPLE = 512  # labeled documents of a category the groups' seeds are c
 
 
 def read_examples(path: str | Path) -> list[Example]:
-    """Labeled documents from JSONL; a bad line stops here, named by file and line."""
+    """Labeled documents from JSONL or a CSV table; a bad line stops here, named by file and line."""
     examples = []
-    for where, record in load_jsonl_lines(path):
+    for where, record in load_labeled_lines(path):
         try:
             example = Example.model_validate(record)
         except ValidationError as error:

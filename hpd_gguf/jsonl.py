@@ -12,7 +12,7 @@ from typing import IO, Callable, Iterator
 
 from pydantic import ValidationError
 
-from .csv_files import SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, is_csv, read_header
+from .csv_files import SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, is_csv, labeled_records, read_header
 from .schema import Document, InputError, Result, Schema, Task, make_task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
@@ -241,6 +241,12 @@ def load_jsonl_lines(path: str | Path) -> Iterator[tuple[str, dict]]:
         if isinstance(record, ValueError):
             raise InputError(where, str(record))
         yield where, record
+
+
+def load_labeled_lines(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) for each labeled document of a trusted file: JSON lines, or a CSV
+    (TSV) table with a column per attribute; a bad line raises InputError."""
+    return labeled_records(Path(path)) if is_csv(path) else load_jsonl_lines(path)
 
 
 def load_jsonl(path: str | Path) -> list[dict]:

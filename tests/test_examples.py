@@ -1,6 +1,7 @@
 """Labeled examples per category (examples.py) on the real tiny model: where they go in the
 prompt, that hpd decodes them once per category, the leakage rule, and the same examples in
 every mode."""
+import csv
 import json
 import subprocess
 import sys
@@ -169,6 +170,26 @@ def test_bad_examples_are_named_by_file_and_line(model_path, tmp_path):
     assert run.returncode == 1 and f"{bad}:2: invalid JSON" in run.stderr and "Traceback" not in run.stderr
     with pytest.raises(InputError, match=r"category 'Shoes': examples\.0\.values\.Brand"):
         Schema.load_dict({"Shoes": {"attributes": ["Brand"], "examples": [{"text": "x", "values": {"Brand": 1}}]}})
+
+
+def test_labeled_examples_from_a_spreadsheet_give_the_prompts_of_json_lines(model, products, tmp_path):
+    """A table with a column per attribute (an empty cell: null), as Excel saves it."""
+    labeled = read_examples(EXAMPLES)
+    names = list(dict.fromkeys(name for example in labeled for name in example.values))
+    table = tmp_path / "labeled.csv"
+    with open(table, "w", newline="", encoding="utf-8-sig") as f:
+        rows = csv.writer(f, delimiter=";")
+        rows.writerow(["ID", "Text", "Category", *names])
+        rows.writerows([e.id, e.text, e.category, *(e.values.get(n) or "" for n in names)] for e in labeled)
+    documents = _documents(products, ["Shoes", "Vitamins", "Shoes", "Vitamins"])
+    prompts = []
+    for source in (EXAMPLES, table):
+        extractor = raw_extractor(model, schema=Schema(categories={}).with_examples(read_examples(source)))
+        prompts.append([extractor.runner.prompt(extractor.task(d)).tokens for d in documents])
+    assert prompts[0] == prompts[1]
+    table.write_text(table.read_text(encoding="utf-8-sig") + "e7;Nike Air;Shoes;Nike;;;;;;extra\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"labeled.csv:8: 10 cells where the header has 9 columns"):
+        read_examples(table)
 
 
 def test_run_with_examples_leaves_out_the_document_itself(model, model_path, tmp_path):

@@ -41,6 +41,18 @@ def test_scores_overall_per_category_and_attribute(tmp_path):
     assert (rescored["VC"], rescored["NV"], rescored["NN"], rescored["VW"]) == (1, 0, 1, 1)
 
 
+def test_gold_from_a_spreadsheet_scores_as_json_lines(tmp_path):
+    """A table with a column per attribute: an empty cell is a null gold value."""
+    (tmp_path / "gold.jsonl").write_text(
+        json.dumps({"id": "1", "text": "Nike Air, Red", "category": "Shoes", "gold": {"Brand": "Nike", "Color": "Red"}})
+        + "\n" + json.dumps({"id": "2", "text": "Tazo Chai", "category": "Tea", "gold": {"Brand": "Tazo", "Color": None}}))
+    (tmp_path / "gold.csv").write_text("id,text,category,Brand,Color\n1,\"Nike Air, Red\",Shoes,Nike,Red\n2,Tazo Chai,Tea,Tazo,\n")
+    (tmp_path / "pred.jsonl").write_text(json.dumps({"id": "1", "values": {"Brand": "Nike", "Color": None}}) + "\n"
+                                         + json.dumps({"id": "2", "values": {"Brand": "tazo", "Color": "Black"}}))
+    scores = [evaluate_files(tmp_path / gold, tmp_path / "pred.jsonl").as_dict() for gold in ("gold.jsonl", "gold.csv")]
+    assert scores[0] == scores[1] and scores[0]["overall"]["NV"] == 1 and scores[0]["overall"]["VN"] == 1
+
+
 def test_constraint_rules():
     span = Span("Crocs Unisex Classic Clog, Navy")
     assert allowed(span, b" Cr", b"ocs", False) and not allowed(span, b" Crocs", b" Red", False)
