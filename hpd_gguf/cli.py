@@ -16,8 +16,7 @@ from . import models
 from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .examples import read_examples
-from .csv_files import count_rows, is_csv
-from .jsonl import Rejected, input_files, is_stdin, open_results, read_tasks, source_name
+from .jsonl import Rejected, count_documents, input_files, is_stdin, open_results, read_tasks, source_name
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
 from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields, resident_cells, shows_labeled_examples
@@ -128,7 +127,8 @@ class _Stop:
 def run(model, docs, output, mode, attributes, schema, examples, strict, resume, truncate, ray_address, workers,
         threads_per_worker, batches_in_flight, **settings):
     """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
-    JSONL or CSV file, a glob or a directory of them (Parquet too), or - for standard input (JSONL).
+    JSONL, JSON (an array) or CSV file, a glob or a directory of them (Parquet too), or - for
+    standard input (JSONL).
     An OUTPUT ending in .csv or .tsv gets a column per attribute."""
     try:
         schema_ = _load_schema(schema, attributes, examples)
@@ -211,19 +211,12 @@ def _on_ray(model: str, schema: Schema | None, address: str, workers: int | None
     return lambda tasks: distributed.run(tasks, model, schema, workers, threads_per_worker, **settings)
 
 
-def _count_documents(path: Path) -> int:
-    if is_csv(path):
-        return count_rows(path)
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
-
-
 def _progress(files: list[Path], already_done: int):
     """done/total, documents/s and the time left on stderr, when it is a terminal."""
     interactive = sys.stderr.isatty()
     total = None
     if interactive and all(path.suffix != ".parquet" and not is_stdin(path) for path in files):
-        total = max(0, sum(_count_documents(path) for path in files) - already_done)
+        total = max(0, sum(map(count_documents, files)) - already_done)
     return tqdm(total=total, unit="doc", disable=not interactive, dynamic_ncols=True, smoothing=0.05)
 
 

@@ -111,10 +111,6 @@ def labeled_records(path: Path) -> Iterator[tuple[str, dict]]:
         yield where, {**{k: record[k] for k in COLUMNS if k in record}, "gold": {n: record.get(n) for n in names}}
 
 
-def count_rows(path: Path) -> int:
-    return sum(1 for _ in csv_records(path))
-
-
 class CsvResultWriter:
     """Results as rows of a CSV (TSV for .tsv) file, like ResultWriter: each row complete and
     flushed; with resume, keeps the rows a previous run wrote (dropping a truncated last one)."""

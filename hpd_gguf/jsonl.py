@@ -1,9 +1,12 @@
-"""Reading documents (JSON lines, CSV and Parquet) and writing results, line by line and never losing work."""
+"""Reading documents (JSON lines, a JSON array, CSV and Parquet) and writing results, line by line
+and never losing work."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
+import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from .csv_files import SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, i
 from .schema import Document, InputError, Result, Schema, Task, make_task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
+JSON_SPACE = re.compile(r"[ \t\r\n]*")
 STDIN = "-"  # documents from standard input, as a desktop tool or a pipe gives them
 
 
@@ -87,6 +91,47 @@ def parse_line(raw: bytes | None) -> dict:
     return value
 
 
+def is_json_array(path: str | Path) -> bool:
+    """A .json file whose first character is `[` (an export of records), not JSON lines."""
+    if is_stdin(path) or Path(path).suffix.lower() != ".json":
+        return False
+    with _open_bytes(path) as f:
+        return f.read(1 << 16).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
+def _array_items(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
+    """("file:line", object) for each item of a JSON array, by the line it starts on.  Past
+    something that is not JSON the items cannot be told apart, so the file ends there, with
+    that error (the items before it stand)."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        yield f"{path}:1", ValueError(f"invalid UTF-8 at byte {error.start}; nothing of this file is read")
+        return
+    decoder, pos, line, counted = json.JSONDecoder(), text.index("[") + 1, 1, 0
+    for number in itertools.count(1):
+        pos = _after_space(text, pos)
+        line, counted = line + text.count("\n", counted, pos), pos
+        try:
+            if text.startswith("]", pos) and not text[pos + 1:].strip():
+                return
+            item, pos = decoder.raw_decode(text, pos)
+            pos = _after_space(text, pos)
+            if not text.startswith((",", "]"), pos):
+                raise json.JSONDecodeError("Expecting ',' or ']' after an item", text, pos)
+            pos += text.startswith(",", pos)
+        except json.JSONDecodeError as error:
+            yield f"{path}:{error.lineno}", ValueError(f"invalid JSON: {error.msg} at column {error.colno}; "
+                                                       "the array cannot be read past it")
+            return
+        yield f"{path}:{line} (item {number})", item if isinstance(item, dict) else \
+            ValueError(f"expected a JSON object, got {type(item).__name__}")
+
+
+def _after_space(text: str, pos: int) -> int:
+    return JSON_SPACE.match(text, pos).end()
+
+
 def _document_error(error: ValidationError) -> str:
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "line"
@@ -134,8 +179,20 @@ def _records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
     yield from csv_records(path) if is_csv(path) else _parsed_lines(path)
 
 
+def count_documents(path: Path) -> int:
+    """About how many documents a file holds, for a progress bar (lines that are not blank)."""
+    if is_csv(path) or is_json_array(path):
+        return sum(1 for _ in _records(path))
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
-    """("file:line", object) for each line that is not blank; one that is no object comes as ValueError."""
+    """("file:line", object) for each line that is not blank, or each item of a .json file that
+    holds one array; one that is no object comes as ValueError."""
+    if is_json_array(path):
+        yield from _array_items(Path(path))
+        return
     for number, raw in read_lines(path):
         if raw is not None and not raw.strip():
             continue

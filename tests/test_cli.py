@@ -38,12 +38,12 @@ def test_run_on_the_example_file(model_path, tmp_path):
     assert "12 documents in" in done.stderr and "documents/s" in done.stderr
 
 
-def test_input_is_a_directory_or_a_glob_of_jsonl_and_parquet(model_path, tmp_path):
+def test_input_is_a_directory_or_a_glob_of_json_lines_arrays_and_parquet(model_path, tmp_path):
     source = (DATA / "products20.jsonl").read_text().splitlines()[:6]
     folder = tmp_path / "catalog"
     folder.mkdir()
     (folder / "a.jsonl").write_text("\n".join(source[:2]) + "\n")
-    (folder / "c.jsonl").write_text("\n".join(source[4:]) + "\n")
+    (folder / "c.json").write_text(json.dumps([json.loads(l) for l in source[4:]], indent=2))  # an export of records
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
 

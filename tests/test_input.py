@@ -67,6 +67,20 @@ def test_an_integer_id_is_read_as_its_digits_and_resumed_as_such(tmp_path):
     assert [i.id for i in read_tasks(path, skip_ids={"7"}) if not isinstance(i, Rejected)] == ["12345678901234567890"]
 
 
+def test_a_json_array_is_read_item_by_item_and_named_by_line(tmp_path):
+    path = tmp_path / "export.json"
+    good = json.loads(GOOD)
+    path.write_text("\ufeff[\n" + json.dumps(good, indent=2) + ",\n[1],\n"
+                    + json.dumps({**good, "id": "ok2"}) + ",\n" + json.dumps({**good, "id": "ok3"})[:-1] + "\n]\n")
+    items = list(read_tasks(path))
+    assert [type(i).__name__ for i in items] == ["Task", "Rejected", "Task", "Rejected"]
+    assert items[1].where == f"{path}:9 (item 2)" and "expected a JSON object, got list" in items[1].message
+    assert items[2].id == "ok2" and items[3].where == f"{path}:12"
+    assert "the array cannot be read past it" in items[3].message
+    path.write_text("[]")
+    assert list(read_tasks(path)) == []
+
+
 def test_blank_lines_are_skipped_silently(tmp_path):
     _, items = _read(tmp_path, b"\n   \n" + GOOD + b"\r\n\n")
     assert [i.id for i in items] == ["ok"]
