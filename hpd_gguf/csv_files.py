@@ -35,8 +35,13 @@ def _delimiter(path: str | Path) -> str:
 
 
 def _open(path: Path):
-    try:  # undecodable bytes kept as surrogates, so that only their row is refused
-        return open(path, encoding=ENCODING, errors="surrogateescape", newline="")
+    """The file as text: UTF-8, or UTF-16 where it starts with that byte-order mark (Excel's
+    "Unicode Text")."""
+    try:
+        with open(path, "rb") as f:
+            utf16 = f.read(2) in (b"\xff\xfe", b"\xfe\xff")
+        # undecodable bytes kept as surrogates, so that only their row is refused
+        return open(path, encoding="utf-16" if utf16 else ENCODING, errors="surrogateescape", newline="")
     except (FileNotFoundError, IsADirectoryError):
         raise InputError(str(path), "file not found") from None
 
@@ -92,7 +97,7 @@ def _record(header: list[str], row: list[str]) -> dict:
         try:
             cell.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"invalid UTF-8 in column {name!r}") from None
+            raise ValueError(f"invalid UTF-8 in column {name!r} (from Excel, save as \"CSV UTF-8\")") from None
         if cell.strip():
             record[name] = cell
     if "attributes" in record:

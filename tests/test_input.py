@@ -173,9 +173,16 @@ def test_csv_rows_are_documents_and_bad_rows_name_their_line(tmp_path):
     assert items[0].document.price == "12"  # other columns are kept aside
     assert [str(i) for i in items[2:]] == [
         f"{path}:6: missing 'text'",
-        f"{path}:7: invalid UTF-8 in column 'text'",
+        f"{path}:7: invalid UTF-8 in column 'text' (from Excel, save as \"CSV UTF-8\")",
         f"{path}:8: 6 cells where the header has 5 columns (a separator in an unquoted cell?)",
         f"{path}:9: no attributes given and no schema entry for category None"]
+
+
+def test_a_utf16_table_is_read_as_excel_saves_unicode_text(tmp_path):
+    path = tmp_path / "docs.tsv"
+    path.write_bytes("id\ttext\tattributes\r\nä1\tCafé Crème, 500 g\tBrand\r\n".encode("utf-16"))
+    [task] = read_tasks(input_files(path))
+    assert (task.id, task.document.text, task.names) == ("ä1", "Café Crème, 500 g", ["Brand"])
 
 
 @pytest.mark.parametrize("delimiter", [b";", b"\t", b"|"])
