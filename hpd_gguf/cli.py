@@ -108,7 +108,7 @@ class _Stop:
 @main.command()
 @click.argument("model")
 @click.argument("docs")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output: JSON lines, or CSV (TSV) for a .csv (.tsv) name [default: stdout, JSON lines].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output: JSON lines, one JSON array for a .json name, or CSV (TSV) for a .csv (.tsv) name [default: stdout, JSON lines].")
 @click.option("--mode", type=click.Choice(MODES), default=Settings.mode, show_default=True)
 @click.option("--attributes", help='Attributes for every document, e.g. "Brand,Color".')
 @click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
@@ -129,7 +129,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
     JSONL, JSON (an array) or CSV file, a glob or a directory of them (Parquet too), or - for
     standard input (JSONL).
-    An OUTPUT ending in .csv or .tsv gets a column per attribute."""
+    An OUTPUT ending in .json is one array; in .csv or .tsv, a table with a column per attribute."""
     try:
         schema_ = _load_schema(schema, attributes, examples)
         files = input_files(docs)

@@ -1,12 +1,10 @@
-"""Reading documents (JSON lines, a JSON array, CSV and Parquet) and writing results, line by line
+"""Reading documents (JSON lines, Parquet; CSV and JSON arrays through their modules) and writing results, line by line
 and never losing work."""
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import json
 import os
-import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,10 +14,10 @@ from typing import IO, Callable, Iterator
 from pydantic import ValidationError
 
 from .csv_files import SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, is_csv, labeled_records, read_header
+from .json_arrays import ArrayResultWriter, array_items, is_json_array
 from .schema import Document, InputError, Result, Schema, Task, make_task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
-JSON_SPACE = re.compile(r"[ \t\r\n]*")
 STDIN = "-"  # documents from standard input, as a desktop tool or a pipe gives them
 
 
@@ -91,47 +89,6 @@ def parse_line(raw: bytes | None) -> dict:
     return value
 
 
-def is_json_array(path: str | Path) -> bool:
-    """A .json file whose first character is `[` (an export of records), not JSON lines."""
-    if is_stdin(path) or Path(path).suffix.lower() != ".json":
-        return False
-    with _open_bytes(path) as f:
-        return f.read(1 << 16).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
-
-
-def _array_items(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
-    """("file:line", object) for each item of a JSON array, by the line it starts on.  Past
-    something that is not JSON the items cannot be told apart, so the file ends there, with
-    that error (the items before it stand)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        yield f"{path}:1", ValueError(f"invalid UTF-8 at byte {error.start}; nothing of this file is read")
-        return
-    decoder, pos, line, counted = json.JSONDecoder(), text.index("[") + 1, 1, 0
-    for number in itertools.count(1):
-        pos = _after_space(text, pos)
-        line, counted = line + text.count("\n", counted, pos), pos
-        try:
-            if text.startswith("]", pos) and not text[pos + 1:].strip():
-                return
-            item, pos = decoder.raw_decode(text, pos)
-            pos = _after_space(text, pos)
-            if not text.startswith((",", "]"), pos):
-                raise json.JSONDecodeError("Expecting ',' or ']' after an item", text, pos)
-            pos += text.startswith(",", pos)
-        except json.JSONDecodeError as error:
-            yield f"{path}:{error.lineno}", ValueError(f"invalid JSON: {error.msg} at column {error.colno}; "
-                                                       "the array cannot be read past it")
-            return
-        yield f"{path}:{line} (item {number})", item if isinstance(item, dict) else \
-            ValueError(f"expected a JSON object, got {type(item).__name__}")
-
-
-def _after_space(text: str, pos: int) -> int:
-    return JSON_SPACE.match(text, pos).end()
-
-
 def _document_error(error: ValidationError) -> str:
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "line"
@@ -190,8 +147,8 @@ def count_documents(path: Path) -> int:
 def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
     """("file:line", object) for each line that is not blank, or each item of a .json file that
     holds one array; one that is no object comes as ValueError."""
-    if is_json_array(path):
-        yield from _array_items(Path(path))
+    if not is_stdin(path) and is_json_array(path):
+        yield from array_items(Path(path))
         return
     for number, raw in read_lines(path):
         if raw is not None and not raw.strip():
@@ -244,11 +201,18 @@ def attribute_names(paths: list[Path], schema: Schema | None) -> list[str]:
 
 
 def open_results(path: str | Path | None, resume: bool, files: list[Path], schema: Schema | None):
-    """The writer for `path`: CSV (a column per attribute of these files) by its suffix, else
-    JSON lines; standard output without a path."""
+    """The writer for `path` by its suffix: CSV (a column per attribute of these files), one
+    JSON array (.json; JSON lines where resuming such a file), else JSON lines; standard output
+    without a path."""
     if path and is_csv(path):
         return CsvResultWriter(path, lambda: attribute_names(files, schema), resume=resume)
+    if path and Path(path).suffix.lower() == ".json" and not (resume and _holds_json_lines(Path(path))):
+        return ArrayResultWriter(path, resume=resume)
     return ResultWriter(path, resume=resume)
+
+
+def _holds_json_lines(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0 and not is_json_array(path)
 
 
 class ResultWriter:

@@ -59,7 +59,7 @@ def test_input_is_a_directory_or_a_glob_of_json_lines_arrays_and_parquet(model_p
     assert missing.returncode == 1 and "no input files found" in missing.stderr
 
 
-def test_csv_in_and_out_give_the_values_of_json_lines(model_path, tmp_path):
+def test_csv_and_json_array_out_give_the_values_of_json_lines(model_path, tmp_path):
     import csv
 
     source = [json.loads(line) for line in (DATA / "products20.jsonl").read_text().splitlines()[:5]]
@@ -68,9 +68,10 @@ def test_csv_in_and_out_give_the_values_of_json_lines(model_path, tmp_path):
         rows = csv.writer(f, delimiter=";")
         rows.writerow(["ID", "Text", "Category", "Attributes", "Price"])
         rows.writerows([d["id"], d["text"], d["category"], ",".join(d["attributes"]), "9.99"] for d in source)
-    for docs, out in (("docs.jsonl", "values.jsonl"), ("docs.csv", "values.csv")):
+    for docs, out in (("docs.jsonl", "values.jsonl"), ("docs.csv", "values.csv"), ("docs.jsonl", "values.json")):
         done = hpd("run", model_path, tmp_path / docs, "-o", tmp_path / out, "--max-value-tokens", "4")
         assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "values.json").read_text()) == lines(tmp_path / "values.jsonl")  # one array
     with open(tmp_path / "values.csv", newline="", encoding="utf-8-sig") as f:
         table = list(csv.DictReader(f))
     names = list(dict.fromkeys(name for d in source for name in d["attributes"]))
@@ -84,11 +85,11 @@ def test_csv_in_and_out_give_the_values_of_json_lines(model_path, tmp_path):
     gold.write_text("".join(json.dumps({"id": r["id"], "attributes": d["attributes"], "gold": r["values"]}) + "\n"
                             for r, d in zip(lines(tmp_path / "values.jsonl"), source)))
     scores = []
-    for pred in ("values.jsonl", "values.csv"):
+    for pred in ("values.jsonl", "values.csv", "values.json"):
         done = hpd("eval", gold, tmp_path / pred, "--min-confidence", "0.6", "--json", tmp_path / "scores.json")
         assert done.returncode == 0, done.stderr
         scores.append(json.loads((tmp_path / "scores.json").read_text()))
-    assert scores[0] == scores[1] and scores[0]["missing_predictions"] == 0
+    assert scores[0] == scores[1] == scores[2] and scores[0]["missing_predictions"] == 0
 
 
 def test_stdout_when_no_output_file_and_attributes_option(model_path):

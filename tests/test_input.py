@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hpd_gguf.csv_files import CsvResultWriter
-from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, input_files, read_tasks
+from hpd_gguf.json_arrays import ArrayResultWriter
+from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, input_files, open_results, read_tasks
 from hpd_gguf.schema import InputError, Result, Schema
 
 GOOD = b'{"id": "ok", "text": "Crocs Classic Clog, Navy", "attributes": ["Brand"]}\n'
@@ -238,6 +239,31 @@ def test_csv_results_resume_after_the_last_complete_row(tmp_path):
         assert rows[0] == ["id", "Brand", "Color", "Brand confidence", "Color confidence", "error"]
         assert [row[0] for row in rows[1:]] == kept + ["c"] and rows[-1] == ["c", "Keds", "White", "", "", ""]
     assert writer.refuses(read_tasks_one("Size")) == "values.csv has no column for 'Size' (its columns were set when it was made)"
+
+
+def test_a_json_array_of_results_is_whole_after_every_result_and_resumes_after_a_cut(tmp_path):
+    out = tmp_path / "values.json"
+    writer = ArrayResultWriter(out)
+    assert json.loads(out.read_text()) == []
+    writer.write(Result(id="a", values={"Brand": "Crème", "Color": None}, confidence={"Brand": 0.9}))
+    assert [r["id"] for r in json.loads(out.read_text())] == ["a"]
+    writer.write(Result(id="b", values={}, error="document too long"))
+    writer.close()
+    whole = out.read_bytes()
+    for cut in range(len(whole) + 1):  # a run killed at any byte
+        out.write_bytes(whole[:cut])
+        writer = ArrayResultWriter(out, resume=True)
+        kept = ["a", "b"][:len(writer.done)]
+        assert writer.done == set(kept)
+        writer.write(Result(id="c", values={"Brand": "Keds"}))
+        writer.close()
+        assert [r["id"] for r in json.loads(out.read_text())] == kept + ["c"]
+    out.write_text('{"id": "a", "values": {}}\n')  # JSON lines, as versions before wrote to .json
+    with pytest.raises(InputError, match="values.json: not a JSON array of results to resume"):
+        ArrayResultWriter(out, resume=True)
+    writer = open_results(out, True, [], None)
+    assert type(writer) is ResultWriter and writer.done == {"a"}  # resumed as JSON lines
+    writer.close()
 
 
 def read_tasks_one(*names):
