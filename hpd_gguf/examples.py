@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .jsonl import _document_error, load_labeled_lines
-from .schema import Example, InputError, Task
+from .schema import Example, InputError, Task, folded
 from .settings import Settings
 
 
@@ -40,11 +40,6 @@ def read_examples(path: str | Path) -> list[Example]:
     if not examples:
         raise InputError(str(path), "no labeled examples in this file")
     return examples
-
-
-def _folded(text: str) -> str:
-    """The text as the leakage rule compares it: spacing and case ignored."""
-    return " ".join(text.split()).casefold()
 
 
 def _words(text: str) -> frozenset[str]:
@@ -73,41 +68,43 @@ class ExamplePicker:
     def __init__(self, examples: list[Example], k: int, choice: str = Settings.example_choice,
                  groups: int = Settings.example_groups):
         self.k, self.choice, self.groups = k, choice, groups
-        self.by_category: dict[str, list[Example]] = defaultdict(list)
+        self.by_category: dict[str, list[Example]] = defaultdict(list)  # by the category folded
         self._groups: dict[str, list[Group]] = {}  # category -> its groups
         self._picked: dict[tuple, list[int]] = {}  # (category, names, group) -> picked, in the pool
         self._texts: dict[str, list[str]] = defaultdict(list)  # the examples' texts, folded
         for example in examples:
-            self.by_category[example.category].append(example)
-            self._texts[example.category].append(_folded(example.text))
+            category = folded(example.category or "")
+            self.by_category[category].append(example)
+            self._texts[category].append(folded(example.text))
 
     def __call__(self, task: Task) -> list[Shown] | None:
         """The examples to show with this task; None: the category has none of its own."""
         document = task.document
-        pool = self.by_category.get(document.category) if self.k > 0 else None
+        category = folded(document.category or "")  # as the schema matches it: case and spacing aside
+        pool = self.by_category.get(category) if self.k > 0 else None
         if not pool:
             return None
-        text = _folded(document.text)
-        leaked = {i for i, e in enumerate(pool) if e.id == document.id or self._texts[document.category][i] == text}
+        text = folded(document.text)
+        leaked = {i for i, e in enumerate(pool) if e.id == document.id or self._texts[category][i] == text}
         if self.choice == "similar":
             usable = [e for i, e in enumerate(pool) if i not in leaked]
             return _shown(_most_similar(usable, document.text, self.k), task.names)
-        group = self._nearest_group(document)
+        group = self._nearest_group(category, document.text)
         if leaked:  # this document's own choice, not kept
             picked = _covering_from(pool, group.members, task.names, self.k, leaked)
         else:
-            key = (document.category, tuple(task.names), group.seed_place)
+            key = (category, tuple(task.names), group.seed_place)
             if key not in self._picked:
                 self._picked[key] = _covering_from(pool, group.members, task.names, self.k, leaked)
             picked = self._picked[key]
         return _shown([pool[i] for i in picked], task.names)
 
-    def _nearest_group(self, document) -> Group:
-        pool = self.by_category[document.category]
-        if document.category not in self._groups:
-            self._groups[document.category] = _grouped(pool, min(self.groups, len(pool) // (2 * self.k)))
-        words = _words(document.text)
-        return max(self._groups[document.category], key=lambda g: (_jaccard(words, g.seed), -g.seed_place))
+    def _nearest_group(self, category: str, text: str) -> Group:
+        pool = self.by_category[category]
+        if category not in self._groups:
+            self._groups[category] = _grouped(pool, min(self.groups, len(pool) // (2 * self.k)))
+        words = _words(text)
+        return max(self._groups[category], key=lambda g: (_jaccard(words, g.seed), -g.seed_place))
 
     def head_characters(self) -> int:
         """About how long a head's examples are, in characters (for sizing the KV cache)."""

@@ -17,6 +17,11 @@ class InputError(ValueError):
         self.where, self.message = where, message
 
 
+def folded(text: str) -> str:
+    """Text as names and texts are compared: spacing and case ignored."""
+    return " ".join(text.split()).casefold()
+
+
 def as_id(value):
     """An id as the engine keeps it: text, or an integer (a JSON number, a Parquet column of
     numbers) as its digits, which the results then carry; None if it is neither."""
@@ -197,8 +202,13 @@ class Schema(BaseModel):
         return self.model_copy(update={"examples": self.examples + examples})
 
     def attributes_for(self, category: str | None) -> list[Attribute] | None:
-        if category is not None and category in self.categories:
-            return self.categories[category]
+        """The category's entry (else one written with other case or spacing), else `"*"`'s."""
+        if category is not None:
+            if category in self.categories:
+                return self.categories[category]
+            for name, attributes in self.categories.items():
+                if name != "*" and folded(name) == folded(category):
+                    return attributes
         return self.categories.get("*")
 
     def lookup(self, category: str | None, name: str) -> Attribute:

@@ -46,6 +46,8 @@ def test_fixed_examples_cover_the_attributes_asked_and_similar_ones_come_last():
     assert ExamplePicker(examples, 0)(shoe) is None  # k=0: the built-in generic examples
     assert ExamplePicker(examples, 2)(_task({"id": "y", "text": "a toy", "category": "Toys",
                                              "attributes": ["Brand"]})) is None
+    spelled_otherwise = _task({**shoe.document.model_dump(), "category": " shoes ", "attributes": shoe.names})
+    assert ExamplePicker(examples, 2)(spelled_otherwise) == fixed  # case and spacing aside, as the schema
 
 
 @pytest.mark.parametrize("choice, k", [("fixed", 4), ("similar", 4), ("fixed", 1)])  # k=1: 2 groups
@@ -70,7 +72,7 @@ def test_a_category_falls_in_groups_of_similar_examples_and_documents_get_the_ne
     for text, shown in texts.items():
         task = _task({"id": text, "text": text, "category": "Shoes", "attributes": ASKS["Shoes"]})
         assert [t for t, _, _ in picker(task)] == [shown.text]
-    assert [g.members for g in picker._groups["Shoes"]] == [[0, 1, 3], [2]]  # places in the Shoes pool
+    assert [g.members for g in picker._groups["shoes"]] == [[0, 1, 3], [2]]  # places in the Shoes pool
     one_group = ExamplePicker(examples, 1, groups=1)
     for text in texts:
         task = _task({"id": text, "text": text, "category": "Shoes", "attributes": ASKS["Shoes"]})

@@ -95,6 +95,13 @@ def test_a_line_over_10_mb_is_rejected_without_stopping(tmp_path):
     assert items[1].id == "ok"
 
 
+def test_a_category_written_with_other_case_or_spacing_finds_its_schema_entry():
+    schema = Schema.load_dict({"Running Shoes": ["Brand", "Size"], "running shoes": ["Color"], "*": ["Brand"]})
+    assert [a.name for a in schema.attributes_for("running shoes")] == ["Color"]  # its own entry first
+    assert [a.name for a in schema.attributes_for(" RUNNING  shoes")] == ["Brand", "Size"]
+    assert [a.name for a in schema.attributes_for("Boots")] == ["Brand"]
+
+
 def test_invalid_schema_and_attribute_lists(tmp_path):
     bad = tmp_path / "schema.json"
     bad.write_text('{"Shoes": ["Brand", ')
