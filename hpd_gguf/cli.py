@@ -108,7 +108,9 @@ class _Stop:
 @main.command()
 @click.argument("model")
 @click.argument("docs")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output: JSON lines, one JSON array for a .json name, or CSV (TSV) for a .csv (.tsv) name [default: stdout, JSON lines].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output: JSON lines, one JSON array for a .json name, or CSV (TSV) for a .csv (.tsv) name "
+                   "[default: stdout, JSON lines].")
 @click.option("--mode", type=click.Choice(MODES), default=Settings.mode, show_default=True)
 @click.option("--attributes", help='Attributes for every document, e.g. "Brand,Color".')
 @click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")

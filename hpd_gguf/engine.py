@@ -154,8 +154,9 @@ class Engine:
                 doc.job.cancel()
         for doc in [d for d in self.scheduler.documents() if d.job.cancelled]:
             self.scheduler.cancel(doc)
-        for job in {d.job for d in self.scheduler.documents() if d.job.stopping} | {j for j in self._jobs if j.stopping}:
-            self._end_input(job)
+        for job in {d.job for d in self.scheduler.documents()} | set(self._jobs):
+            if job.stopping:
+                self._end_input(job)
         with self._lock:
             self._jobs = [j for j in self._jobs if not (j.exhausted or j.cancelled or j.finished)]
             jobs = list(self._jobs)

@@ -1,5 +1,5 @@
-"""Reading documents (JSON lines, Parquet; CSV and JSON arrays through their modules) and writing results, line by line
-and never losing work."""
+"""Reading documents (JSON lines and Parquet here; CSV and JSON arrays through their modules)
+and writing results, line by line and never losing work."""
 from __future__ import annotations
 
 import importlib.util
@@ -137,7 +137,8 @@ def _records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
 
 
 def count_documents(path: Path) -> int:
-    """About how many documents a file holds, for a progress bar (lines that are not blank)."""
+    """About how many documents a file holds, for a progress bar (its rows, items, or lines
+    that are not blank)."""
     if is_csv(path) or is_json_array(path):
         return sum(1 for _ in _records(path))
     with open(path, "rb") as f:
@@ -147,7 +148,7 @@ def count_documents(path: Path) -> int:
 def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
     """("file:line", object) for each line that is not blank, or each item of a .json file that
     holds one array; one that is no object comes as ValueError."""
-    if not is_stdin(path) and is_json_array(path):
+    if is_json_array(path):
         yield from array_items(Path(path))
         return
     for number, raw in read_lines(path):
