@@ -1,6 +1,7 @@
 """The `hpd-gguf` command: a thin layer over the Python API."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -167,11 +168,15 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
                 continue
             yield item
 
-    start, written, errors = time.perf_counter(), 0, 0
+    start, written, errors, unwritable = time.perf_counter(), 0, 0, None
     progress = _progress(files, len(writer.done))
     try:
         for result in extract(tasks()):
-            writer.write(result)
+            try:
+                writer.write(result)
+            except OSError as error:
+                unwritable = _unwritable(error)
+                break
             written += 1
             errors += result.error is not None
             if result.error:
@@ -180,19 +185,32 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     except KeyboardInterrupt:
         stop.signal = stop.signal or signal.SIGINT
     finally:
-        writer.close()
+        try:
+            writer.close()
+        except OSError as error:
+            unwritable = unwritable or _unwritable(error)
         progress.close()
     seconds = time.perf_counter() - start
     _say(f"{written} documents in {seconds:.1f} s ({written / max(seconds, 1e-9):.2f} documents/s), "
          f"{len(rejected)} lines rejected, {errors} documents failed")
+    again = " ".join(["hpd-gguf"] + [a for a in sys.argv[1:] if a != "--resume"] + ["--resume"])
+    if unwritable:
+        _fail(f"{output or '<stdout>'}: cannot write ({unwritable.strerror}); {written} documents written. "
+              f"To resume once it can be written: {again}")
     if stop.signal:
-        again = " ".join(["hpd-gguf"] + [a for a in sys.argv[1:] if a != "--resume"] + ["--resume"])
         _say(f"stopped; {written} documents written. To resume: {again}")
         sys.exit(128 + stop.signal)
     if strict and rejected:
         _fail(f"stopped at the first bad line ({rejected[0]})", EXIT_REJECTED)
     if rejected:
         sys.exit(EXIT_REJECTED)
+
+
+def _unwritable(error: OSError) -> OSError:
+    """A full disk, or an output gone away; a closed pipe (`| head`) ends the run quietly."""
+    if error.errno == errno.EPIPE:
+        raise error
+    return error
 
 
 def _on_ray(model: str, schema: Schema | None, address: str, workers: int | None, threads_per_worker: int,

@@ -232,6 +232,16 @@ def test_signal_stops_cleanly_and_says_how_to_resume(model_path, tmp_path, signa
     assert ids == [r["id"] for r in lines(docs)][:len(ids)]  # a prefix, so --resume continues it in order
 
 
+@pytest.mark.skipif(not os.access("/dev", os.W_OK) or not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_one_line_of_error_with_the_resume_command(model_path, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text((DATA / "products20.jsonl").read_text().splitlines()[0] + "\n")
+    done = hpd("run", model_path, docs, "-o", "/dev/full", "--max-value-tokens", "2")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "error: /dev/full: cannot write (No space left on device); 0 documents written. " \
+           "To resume once it can be written: hpd-gguf run" in done.stderr and "--resume" in done.stderr
+
+
 def test_models_list_shows_every_known_model():
     done = hpd("models", "list")
     assert done.returncode == 0
