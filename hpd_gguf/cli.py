@@ -168,7 +168,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
                 continue
             yield item
 
-    start, written, errors, unwritable = time.perf_counter(), 0, 0, None
+    start, written, errors, unwritable, failed = time.perf_counter(), 0, 0, None, None
     progress = _progress(files, len(writer.done))
     try:
         for result in extract(tasks()):
@@ -184,6 +184,8 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
             progress.update()
     except KeyboardInterrupt:
         stop.signal = stop.signal or signal.SIGINT
+    except LlamaError as error:  # the results before the documents it stopped are written
+        failed = error
     finally:
         try:
             writer.close()
@@ -197,6 +199,8 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     if unwritable:
         _fail(f"{output or '<stdout>'}: cannot write ({unwritable.strerror}); {written} documents written. "
               f"To resume once it can be written: {again}")
+    if failed:
+        _fail(f"{failed}; {written} documents written" + (f". To resume: {again}" if output else ""))
     if stop.signal:
         _say(f"stopped; {written} documents written. To resume: {again}")
         sys.exit(128 + stop.signal)

@@ -328,7 +328,8 @@ class Context:
             params.type_k = params.type_v = C.GGML_TYPE_F32
         self._ctx = C.llama_init_from_model(model._model, params)
         if not self._ctx:
-            raise LlamaError(f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch})")
+            raise LlamaError(f"llama.cpp could not create a context of {n_ctx} KV cells (n_batch={n_batch}): "
+                             "not enough memory? A smaller --n-ctx or --max-resident needs less")
         self.n_ctx = C.llama_n_ctx(self._ctx)
         self.n_batch = C.llama_n_batch(self._ctx)
         self.n_ubatch = C.llama_n_ubatch(self._ctx)
