@@ -266,6 +266,10 @@ def serve(model, host, port, api_key, mode, attributes, schema, examples, **sett
     except (ValueError, InputError) as error:
         _fail(str(error))
     extractor = _extractor(model, schema_, mode=mode, **settings)
+    try:
+        extractor.engine.start()  # not at the first request
+    except LlamaError as error:
+        _fail(str(error))
     run_server(extractor, Path(model).stem if model.endswith(".gguf") else model, host, port, api_key)
 
 

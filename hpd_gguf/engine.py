@@ -62,6 +62,13 @@ class Engine:
                 self._thread.start()
         return job
 
+    def start(self) -> None:
+        """Make the context and decode the preamble now rather than for the first documents (a
+        server finds out as it starts whether they fit in memory)."""
+        with self._lock:
+            if self.context is None and self._thread is None:
+                self._start()
+
     @property
     def queued(self) -> int:
         """Documents submitted and not admitted yet (those of iterators only once read)."""

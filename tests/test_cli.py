@@ -242,13 +242,16 @@ def test_a_full_disk_is_one_line_of_error_with_the_resume_command(model_path, tm
            "To resume once it can be written: hpd-gguf run" in done.stderr and "--resume" in done.stderr
 
 
-def test_a_context_too_large_for_memory_is_one_line_of_error(model_path, tmp_path):
+def test_a_context_too_large_for_memory_is_one_line_of_error_in_run_and_serve(model_path, tmp_path):
     docs = tmp_path / "docs.jsonl"
     docs.write_text((DATA / "products20.jsonl").read_text().splitlines()[0] + "\n")
     done = hpd("run", model_path, docs, "-o", tmp_path / "out.jsonl", "--n-ctx", "50000000")  # ~1 TB of KV cache
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "error: llama.cpp could not create a context of 50000128 KV cells" in done.stderr
     assert "not enough memory? A smaller --n-ctx or --max-resident needs less; 0 documents written" in done.stderr
+    served = hpd("serve", model_path, "--port", "8099", "--n-ctx", "50000000")  # found out as it starts
+    assert served.returncode == 1 and "Traceback" not in served.stderr and "Uvicorn running" not in served.stderr
+    assert "error: llama.cpp could not create a context of 50000128 KV cells" in served.stderr
 
 
 def test_models_list_shows_every_known_model():
