@@ -118,6 +118,7 @@ class _Stop:
 @examples_option
 @click.option("--strict", is_flag=True, help="Stop at the first bad input line.")
 @click.option("--resume", is_flag=True, help="Keep the output's complete lines and skip their ids.")
+@click.option("--overwrite", is_flag=True, help="Replace an output that holds results (without it, such an output is refused).")
 @click.option("--truncate", is_flag=True, help="Cut documents longer than the context (with a warning).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[auto|ADDRESS]",
               help="Extract on a Ray cluster: auto (the running one, else a local one) or its address.")
@@ -127,8 +128,8 @@ class _Stop:
 @click.option("--batches-in-flight", type=click.IntRange(1), default=BATCHES_IN_FLIGHT, show_default=True,
               help="Batches each Ray actor runs at once, sharing its engine's steps.")
 @with_model_options
-def run(model, docs, output, mode, attributes, schema, examples, strict, resume, truncate, ray_address, workers,
-        threads_per_worker, batches_in_flight, **settings):
+def run(model, docs, output, mode, attributes, schema, examples, strict, resume, overwrite, truncate, ray_address,
+        workers, threads_per_worker, batches_in_flight, **settings):
     """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
     JSONL, JSON (an array) or CSV file, a glob or a directory of them (Parquet too), or - for
     standard input (JSONL).
@@ -140,8 +141,12 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         _fail(str(error))
     if resume and not output:
         _fail("--resume needs -o OUTPUT")
+    if resume and overwrite:
+        _fail("--resume keeps the output's results, --overwrite replaces them: give one")
     if output and not os.access(Path(output).absolute().parent, os.W_OK):  # before the model loads
         _fail(f"{output}: cannot write there (no such folder, or not writable)")
+    if output and not (resume or overwrite) and Path(output).is_file() and Path(output).stat().st_size:
+        _fail(f"{output} holds results already: --resume continues it, --overwrite replaces it")
     extractor = None
     if ray_address:
         extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,
@@ -195,7 +200,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     seconds = time.perf_counter() - start
     _say(f"{written} documents in {seconds:.1f} s ({written / max(seconds, 1e-9):.2f} documents/s), "
          f"{len(rejected)} lines rejected, {errors} documents failed")
-    again = " ".join(["hpd-gguf"] + [a for a in sys.argv[1:] if a != "--resume"] + ["--resume"])
+    again = " ".join(["hpd-gguf"] + [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")] + ["--resume"])
     if unwritable:
         _fail(f"{output or '<stdout>'}: cannot write ({unwritable.strerror}); {written} documents written. "
               f"To resume once it can be written: {again}")

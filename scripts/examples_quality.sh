@@ -23,7 +23,7 @@ for path, records in ((dev, products if n == "all" else products[: int(n)]), (po
 PY
 for k in $ks; do
   out=out/examples/$model.fold$fold.$n.$mode.$choice.k$k.jsonl
-  /usr/bin/time -f "$model fold $fold $mode $choice k=$k: %e s" .venv/bin/hpd-gguf run "$model" "$dev" -o "$out" \
+  /usr/bin/time -f "$model fold $fold $mode $choice k=$k: %e s" .venv/bin/hpd-gguf run "$model" "$dev" -o "$out" --overwrite \
     --mode "$mode" --examples "$pool" --examples-per-category "$k" --example-choice "$choice" 2>&1 | grep -v '^hpd:'
   .venv/bin/hpd-gguf eval "$dev" "$out" --json "${out%.jsonl}.scores.json" | sed -n 2p
 done

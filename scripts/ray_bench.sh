@@ -21,7 +21,7 @@ EOF
 run() {  # NAME ARGS...: the command's wall time in seconds
     local name=$1; shift
     local start=$(date +%s.%N)
-    .venv/bin/hpd-gguf run "$MODEL" "$OUT/docs.jsonl" -o "$OUT/$name.jsonl" "$@" 2>"$OUT/$name.log"
+    .venv/bin/hpd-gguf run "$MODEL" "$OUT/docs.jsonl" -o "$OUT/$name.jsonl" --overwrite "$@" 2>"$OUT/$name.log"
     echo "$name $(echo "$(date +%s.%N) - $start" | bc)"
 }
 {

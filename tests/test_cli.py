@@ -52,7 +52,7 @@ def test_input_is_a_directory_or_a_glob_of_json_lines_arrays_and_parquet(model_p
     expected = [json.loads(l)["id"] for l in source[:2]] + ["1000", "1001"] + [json.loads(l)["id"] for l in source[4:]]
     for spec in (folder, f"{folder}/*"):
         out = tmp_path / "out.jsonl"
-        done = hpd("run", model_path, spec, "-o", out, "--max-value-tokens", "2")
+        done = hpd("run", model_path, spec, "-o", out, "--overwrite", "--max-value-tokens", "2")
         assert done.returncode == 0, done.stderr
         assert [r["id"] for r in lines(out)] == expected
     missing = hpd("run", model_path, f"{folder}/*.csv", "--max-value-tokens", "2")
@@ -113,7 +113,11 @@ def test_bad_lines_are_reported_and_the_rest_processed(model_path, tmp_path):
     assert f"{docs}:2: invalid JSON" in done.stderr and f"{docs}:3: duplicate id 'a'" in done.stderr
     assert "2 lines rejected" in done.stderr
     assert [r["id"] for r in lines(out)] == ["a", "b"]
-    strict = hpd("run", model_path, docs, "-o", out, "--strict", "--max-value-tokens", "4")
+    again = hpd("run", model_path, docs, "-o", out, "--strict", "--max-value-tokens", "4")
+    assert again.returncode == 1 and f"{out} holds results already: --resume continues it, --overwrite " \
+                                     "replaces it" in again.stderr  # before the model loads
+    assert [r["id"] for r in lines(out)] == ["a", "b"]  # nothing computed is lost
+    strict = hpd("run", model_path, docs, "-o", out, "--strict", "--overwrite", "--max-value-tokens", "4")
     assert strict.returncode == 2 and "stopped at the first bad line" in strict.stderr
     assert [r["id"] for r in lines(out)] == ["a"]
 
