@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import re
 from pathlib import Path
 from typing import Literal
@@ -25,8 +26,8 @@ def folded(text: str) -> str:
 def as_id(value):
     """An id as the engine keeps it: text, or an integer (a JSON number, a Parquet column of
     numbers) as its digits, which the results then carry; None if it is neither."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy's integers too
+        return str(int(value))
     return value if isinstance(value, str) else None
 
 

@@ -3,13 +3,14 @@ import csv
 import json
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from hpd_gguf.csv_files import CsvResultWriter
 from hpd_gguf.json_arrays import ArrayResultWriter
 from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, input_files, open_results, read_tasks
-from hpd_gguf.schema import InputError, Result, Schema
+from hpd_gguf.schema import Document, InputError, Result, Schema
 
 GOOD = b'{"id": "ok", "text": "Crocs Classic Clog, Navy", "attributes": ["Brand"]}\n'
 
@@ -58,6 +59,7 @@ def test_an_integer_id_is_read_as_its_digits_and_resumed_as_such(tmp_path):
     path, items = _read(tmp_path, GOOD.replace(b'"ok"', b'7') + GOOD.replace(b'"ok"', b'"7"')
                         + GOOD.replace(b'"ok"', b'12345678901234567890'))
     assert items[0].id == "7" and items[2].id == "12345678901234567890"
+    assert Document.model_validate({"id": np.int64(42), "text": "x"}).id == "42"  # a pandas row's id
     assert isinstance(items[1], Rejected) and "duplicate id '7'" in items[1].message
     out = tmp_path / "out.jsonl"
     writer = ResultWriter(out)
