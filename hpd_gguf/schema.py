@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import re
 from pathlib import Path
@@ -58,6 +59,11 @@ class Document(BaseModel):
     attributes: list[str] | None = None
 
     _id = field_validator("id", mode="before")(_valid_id)
+
+    @field_validator("category", "attributes", mode="before")
+    @classmethod
+    def _nan_is_absent(cls, value):  # a pandas row's missing cell
+        return None if isinstance(value, float) and math.isnan(value) else value
 
     @field_validator("text")
     @classmethod

@@ -59,7 +59,8 @@ def test_an_integer_id_is_read_as_its_digits_and_resumed_as_such(tmp_path):
     path, items = _read(tmp_path, GOOD.replace(b'"ok"', b'7') + GOOD.replace(b'"ok"', b'"7"')
                         + GOOD.replace(b'"ok"', b'12345678901234567890'))
     assert items[0].id == "7" and items[2].id == "12345678901234567890"
-    assert Document.model_validate({"id": np.int64(42), "text": "x"}).id == "42"  # a pandas row's id
+    pandas_row = Document.model_validate({"id": np.int64(42), "text": "x", "category": float("nan")})
+    assert (pandas_row.id, pandas_row.category) == ("42", None)  # a number, and a missing cell
     assert isinstance(items[1], Rejected) and "duplicate id '7'" in items[1].message
     out = tmp_path / "out.jsonl"
     writer = ResultWriter(out)
