@@ -17,6 +17,7 @@ from . import models
 from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .examples import read_examples
+from .files import compressed
 from .jsonl import Rejected, count_documents, input_files, is_stdin, open_results, read_tasks, source_name
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
@@ -143,6 +144,8 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         _fail("--resume needs -o OUTPUT")
     if resume and overwrite:
         _fail("--resume keeps the output's results, --overwrite replaces them: give one")
+    if output and compressed(output):
+        _fail(f"{output}: results are written plain, a line at a time (compress them afterwards): name it without .gz")
     if output and not os.access(Path(output).absolute().parent, os.W_OK):  # before the model loads
         _fail(f"{output}: cannot write there (no such folder, or not writable)")
     if output and not (resume or overwrite) and Path(output).is_file() and Path(output).stat().st_size:

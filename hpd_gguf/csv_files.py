@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .files import DAMAGED, DAMAGED_MESSAGE, format_suffix, open_input
 from .schema import InputError, Result
 
 SUFFIXES = (".csv", ".tsv")
@@ -26,7 +27,7 @@ csv.field_size_limit(max(csv.field_size_limit(), 10 * 1024 * 1024))  # a cell ma
 
 
 def is_csv(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in SUFFIXES
+    return format_suffix(path) in SUFFIXES
 
 
 def _delimiter(path: str | Path) -> str:
@@ -38,19 +39,23 @@ def _open(path: Path):
     """The file as text: UTF-8, or UTF-16 where it starts with that byte-order mark (Excel's
     "Unicode Text")."""
     try:
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             utf16 = f.read(2) in (b"\xff\xfe", b"\xfe\xff")
-        # undecodable bytes kept as surrogates, so that only their row is refused
-        return open(path, encoding="utf-16" if utf16 else ENCODING, errors="surrogateescape", newline="")
-    except (FileNotFoundError, IsADirectoryError):
-        raise InputError(str(path), "file not found") from None
+    except DAMAGED:
+        utf16 = False  # the reading says what is wrong
+    # undecodable bytes kept as surrogates, so that only their row is refused
+    return open_input(path, text=True, encoding="utf-16" if utf16 else ENCODING, errors="surrogateescape",
+                      newline="")
 
 
 def read_header(path: Path) -> tuple[list[str], str]:
     """The file's column names (lower-cased where they are a document's) and its delimiter;
     InputError unless the first row names `id` and `text`."""
     with _open(path) as f:
-        first = f.readline()
+        try:
+            first = f.readline()
+        except DAMAGED:
+            raise InputError(f"{path}:1", DAMAGED_MESSAGE) from None
     for delimiter in DELIMITERS:
         header = [_column(name) for name in next(csv.reader([first], delimiter=delimiter), [])]
         if {"id", "text"} <= set(header):
@@ -75,6 +80,9 @@ def csv_records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
             try:
                 row = next(reader)
             except StopIteration:
+                return
+            except DAMAGED:
+                yield f"{path}:{ended + 1}", ValueError(DAMAGED_MESSAGE)
                 return
             except csv.Error as error:
                 yield f"{path}:{ended + 1}", ValueError(f"invalid CSV: {error}")

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from .files import DAMAGED, format_suffix, open_input
 from .schema import InputError, Result
 
 SPACE = re.compile(r"[ \t\r\n]*")  # what JSON allows between tokens
@@ -21,12 +22,12 @@ CLOSE = b"\n]\n"
 
 def is_json_array(path: str | Path) -> bool:
     """A .json file whose first character is `[`, not JSON lines."""
-    if Path(path).suffix.lower() != ".json":
+    if format_suffix(path) != ".json":
         return False
     try:
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             return f.read(1 << 16).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
-    except OSError:  # the reader that follows says what is wrong
+    except (OSError, InputError, *DAMAGED):  # the reader that follows says what is wrong
         return False
 
 
@@ -35,9 +36,13 @@ def array_items(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
     Past something that is not JSON the items cannot be told apart, so the file ends there, with
     that error (the items before it stand)."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        with open_input(path) as f:
+            text = f.read().decode("utf-8-sig")
     except UnicodeDecodeError as error:
         yield f"{path}:1", ValueError(f"invalid UTF-8 at byte {error.start}; nothing of this file is read")
+        return
+    except DAMAGED:
+        yield f"{path}:1", ValueError("not gzip data, or cut short or damaged; nothing of this file is read")
         return
     line, counted = 1, 0
     try:

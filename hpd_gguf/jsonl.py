@@ -14,10 +14,12 @@ from typing import IO, Callable, Iterator
 from pydantic import ValidationError
 
 from .csv_files import SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, is_csv, labeled_records, read_header
+from .files import DAMAGED, DAMAGED_MESSAGE, format_suffix, open_input
 from .json_arrays import ArrayResultWriter, array_items, is_json_array
 from .schema import Document, InputError, Result, Schema, Task, make_task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
+INPUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", *CSV_SUFFIXES)  # what a folder's files are read by
 STDIN = "-"  # documents from standard input, as a desktop tool or a pipe gives them
 
 
@@ -35,11 +37,7 @@ def _open_bytes(path: str | Path) -> Iterator[IO[bytes]]:
     if is_stdin(path):
         yield sys.stdin.buffer
         return
-    try:
-        f = open(path, "rb")
-    except (FileNotFoundError, IsADirectoryError):  # as Path.is_file() saw it
-        raise InputError(str(path), "file not found") from None
-    with f:
+    with open_input(path) as f:
         yield f
 
 
@@ -54,28 +52,33 @@ class Rejected:
         return f"{self.where}: {self.message}"
 
 
-def read_lines(path: str | Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:
+def read_lines(path: str | Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | ValueError | None]]:
     """(line number, bytes) for each line; None for a line longer than max_bytes, which is
-    skipped without being held in memory."""
+    skipped without being held in memory; a ValueError where a compressed file breaks off."""
     with _open_bytes(path) as f:
         number = 0
         while True:
-            line = f.readline(max_bytes + 1)
-            if not line:
+            try:
+                line = f.readline(max_bytes + 1)
+                if len(line) > max_bytes:
+                    while line and not line.endswith(b"\n"):  # drain the rest of the long line
+                        line = f.readline(1 << 20)
+                    line = None
+            except DAMAGED:
+                yield number + 1, ValueError(DAMAGED_MESSAGE)
+                return
+            if line == b"":
                 return
             number += 1
-            if len(line) > max_bytes:
-                while line and not line.endswith(b"\n"):  # drain the rest of the long line
-                    line = f.readline(1 << 20)
-                yield number, None
-            else:
-                yield number, line
+            yield number, line
 
 
 def parse_line(raw: bytes | None) -> dict:
     """One JSON object from a line, or ValueError saying what is wrong."""
     if raw is None:
         raise ValueError(f"line longer than {MAX_LINE_BYTES // (1024 * 1024)} MB")
+    if isinstance(raw, ValueError):
+        raise raw
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -98,14 +101,14 @@ def _document_error(error: ValidationError) -> str:
 
 
 def input_files(spec: str | Path) -> list[Path]:
-    """A file, a glob or a directory of .jsonl, .csv, .tsv or .parquet files, in name order; - for
-    standard input.  A CSV file without the columns id and text, or Parquet without pyarrow, is
-    refused here, before any work."""
+    """A file, a glob or a directory of .jsonl, .json, .csv, .tsv or .parquet files (any but Parquet
+    may be gzip-compressed, .gz), in name order; - for standard input.  A CSV file without the
+    columns id and text, or Parquet without pyarrow, is refused here, before any work."""
     if is_stdin(spec):
         return [Path(STDIN)]
     path = Path(spec)
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".parquet", *CSV_SUFFIXES))
+        found = sorted(p for p in path.iterdir() if format_suffix(p) in INPUT_SUFFIXES)
     elif path.is_file():
         found = [path]
     else:
@@ -141,8 +144,7 @@ def count_documents(path: Path) -> int:
     that are not blank)."""
     if is_csv(path) or is_json_array(path):
         return sum(1 for _ in _records(path))
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
+    return sum(1 for _, line in read_lines(path) if not isinstance(line, bytes) or line.strip())
 
 
 def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
@@ -152,7 +154,7 @@ def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
         yield from array_items(Path(path))
         return
     for number, raw in read_lines(path):
-        if raw is not None and not raw.strip():
+        if isinstance(raw, bytes) and not raw.strip():
             continue
         where = f"{source_name(path)}:{number}"
         try:

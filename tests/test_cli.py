@@ -164,6 +164,9 @@ def test_settings_and_an_output_folder_that_is_not_there_are_refused_before_any_
     assert small.stderr.count("\n") == 1, small.stderr
     nowhere = hpd("run", model_path, DATA / "products20.jsonl", "-o", tmp_path / "missing" / "values.jsonl")
     assert nowhere.returncode == 1 and "cannot write there (no such folder" in nowhere.stderr
+    packed = hpd("run", model_path, DATA / "products20.jsonl", "-o", tmp_path / "values.jsonl.gz")
+    assert packed.returncode == 1 and "values.jsonl.gz: results are written plain" in packed.stderr
+    assert packed.stderr.count("\n") == 1, packed.stderr  # before the model loads
 
 
 def test_gpu_layers_without_gpu_warns_and_runs(model_path):

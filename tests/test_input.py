@@ -1,5 +1,6 @@
 """Reading input: every bad-line class gets a message naming the file and line; nothing crashes."""
 import csv
+import gzip
 import json
 import sys
 
@@ -9,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from hpd_gguf.csv_files import CsvResultWriter
 from hpd_gguf.json_arrays import ArrayResultWriter
-from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, input_files, open_results, read_tasks
+from hpd_gguf.files import DAMAGED_MESSAGE
+from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, count_documents, input_files, open_results, read_tasks
 from hpd_gguf.schema import Document, InputError, Result, Schema
 
 GOOD = b'{"id": "ok", "text": "Crocs Classic Clog, Navy", "attributes": ["Brand"]}\n'
@@ -83,6 +85,33 @@ def test_a_json_array_is_read_item_by_item_and_named_by_line(tmp_path):
     assert "the array cannot be read past it" in items[3].message
     path.write_text("[]")
     assert list(read_tasks(path)) == []
+
+
+def test_gzip_compressed_inputs_read_as_plain_ones_and_a_cut_one_names_its_line(tmp_path):
+    lines = [json.loads(GOOD.replace(b'"ok"', f'"d{i}"'.encode())) for i in range(4)]
+    table = "id,text,attributes\n" + "".join(f'{d["id"]},"{d["text"]}",Brand\n' for d in lines)
+    files = {"a.jsonl.gz": "".join(json.dumps(d) + "\n" for d in lines), "b.json.gz": json.dumps(lines, indent=1),
+             "c.csv.gz": table, "d.ndjson": "".join(json.dumps(d) + "\n" for d in lines)}
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    for name, text in files.items():
+        data = text.encode()
+        (folder / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    found = input_files(folder)
+    assert [p.name for p in found] == list(files)
+    for path in found:
+        assert [i.id for i in read_tasks(path)] == ["d0", "d1", "d2", "d3"] and count_documents(path) == 4
+    cut = tmp_path / "cut.jsonl.gz"  # a download broken off: what came whole stands
+    many = "".join(json.dumps({**lines[0], "id": f"n{i}", "text": f"Crocs Clog {i * 7919 % 10007}"}) + "\n"
+                   for i in range(3000))
+    cut.write_bytes(gzip.compress(many.encode())[:-30])
+    items = list(read_tasks(cut))
+    kept = [i.id for i in items[:-1]]
+    assert 100 < len(kept) < 3000 and kept == [f"n{i}" for i in range(len(kept))]
+    assert str(items[-1]) == f"{cut}:{len(kept) + 1}: {DAMAGED_MESSAGE}"
+    plain = tmp_path / "plain.jsonl.gz"
+    plain.write_bytes(files["a.jsonl.gz"].encode())
+    assert [str(i) for i in read_tasks(plain)] == [f"{plain}:1: {DAMAGED_MESSAGE}"]
 
 
 def test_blank_lines_are_skipped_silently(tmp_path):
