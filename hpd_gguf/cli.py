@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -119,7 +120,8 @@ class _Stop:
 @examples_option
 @click.option("--strict", is_flag=True, help="Stop at the first bad input line.")
 @click.option("--resume", is_flag=True, help="Keep the output's complete lines and skip their ids.")
-@click.option("--overwrite", is_flag=True, help="Replace an output that holds results (without it, such an output is refused).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an output that holds results (without it, such an output is refused).")
 @click.option("--truncate", is_flag=True, help="Cut documents longer than the context (with a warning).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[auto|ADDRESS]",
               help="Extract on a Ray cluster: auto (the running one, else a local one) or its address.")
@@ -140,16 +142,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         files = input_files(docs)
     except InputError as error:
         _fail(str(error))
-    if resume and not output:
-        _fail("--resume needs -o OUTPUT")
-    if resume and overwrite:
-        _fail("--resume keeps the output's results, --overwrite replaces them: give one")
-    if output and compressed(output):
-        _fail(f"{output}: results are written plain, a line at a time (compress them afterwards): name it without .gz")
-    if output and not os.access(Path(output).absolute().parent, os.W_OK):  # before the model loads
-        _fail(f"{output}: cannot write there (no such folder, or not writable)")
-    if output and not (resume or overwrite) and Path(output).is_file() and Path(output).stat().st_size:
-        _fail(f"{output} holds results already: --resume continues it, --overwrite replaces it")
+    _check_output(output, resume, overwrite)  # before the model loads
     extractor = None
     if ray_address:
         extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,
@@ -176,46 +169,79 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
                 continue
             yield item
 
-    start, written, errors, unwritable, failed = time.perf_counter(), 0, 0, None, None
-    progress = _progress(files, len(writer.done))
-    try:
-        for result in extract(tasks()):
-            try:
-                writer.write(result)
-            except OSError as error:
-                unwritable = _unwritable(error)
-                break
-            written += 1
-            errors += result.error is not None
-            if result.error:
-                _say(f"{source_name(docs)}: document {result.id!r}: {result.error}")
-            progress.update()
-    except KeyboardInterrupt:
-        stop.signal = stop.signal or signal.SIGINT
-    except LlamaError as error:  # the results before the documents it stopped are written
-        failed = error
-    finally:
-        try:
-            writer.close()
-        except OSError as error:
-            unwritable = unwritable or _unwritable(error)
-        progress.close()
+    start = time.perf_counter()
+    outcome = _write_all(extract(tasks()), writer, _progress(files, len(writer.done)), source_name(docs), stop)
     seconds = time.perf_counter() - start
-    _say(f"{written} documents in {seconds:.1f} s ({written / max(seconds, 1e-9):.2f} documents/s), "
-         f"{len(rejected)} lines rejected, {errors} documents failed")
+    _say(f"{outcome.written} documents in {seconds:.1f} s ({outcome.written / max(seconds, 1e-9):.2f} documents/s), "
+         f"{len(rejected)} lines rejected, {outcome.errors} documents failed")
     again = " ".join(["hpd-gguf"] + [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")] + ["--resume"])
-    if unwritable:
-        _fail(f"{output or '<stdout>'}: cannot write ({unwritable.strerror}); {written} documents written. "
-              f"To resume once it can be written: {again}")
-    if failed:
-        _fail(f"{failed}; {written} documents written" + (f". To resume: {again}" if output else ""))
+    if outcome.unwritable:
+        _fail(f"{output or '<stdout>'}: cannot write ({outcome.unwritable.strerror}); {outcome.written} documents "
+              f"written. To resume once it can be written: {again}")
+    if outcome.failed:
+        _fail(f"{outcome.failed}; {outcome.written} documents written" + (f". To resume: {again}" if output else ""))
     if stop.signal:
-        _say(f"stopped; {written} documents written. To resume: {again}")
+        _say(f"stopped; {outcome.written} documents written. To resume: {again}")
         sys.exit(128 + stop.signal)
     if strict and rejected:
         _fail(f"stopped at the first bad line ({rejected[0]})", EXIT_REJECTED)
     if rejected:
         sys.exit(EXIT_REJECTED)
+
+
+def _check_output(output: str | None, resume: bool, overwrite: bool) -> None:
+    """Refuse an output that cannot be written, or would lose results, before any work."""
+    if resume and not output:
+        _fail("--resume needs -o OUTPUT")
+    if resume and overwrite:
+        _fail("--resume keeps the output's results, --overwrite replaces them: give one")
+    if not output:
+        return
+    if compressed(output):
+        _fail(f"{output}: results are written plain, a line at a time (compress them afterwards): name it without .gz")
+    if not os.access(Path(output).absolute().parent, os.W_OK):
+        _fail(f"{output}: cannot write there (no such folder, or not writable)")
+    if not (resume or overwrite) and Path(output).is_file() and Path(output).stat().st_size:
+        _fail(f"{output} holds results already: --resume continues it, --overwrite replaces it")
+
+
+@dataclass
+class _Outcome:
+    """What a run wrote, and what ended it early, if anything did."""
+
+    written: int = 0
+    errors: int = 0  # documents written with an error
+    unwritable: OSError | None = None  # the output could not be written (a full disk)
+    failed: LlamaError | None = None  # llama.cpp failed (the documents in flight with it)
+
+
+def _write_all(results, writer, progress, source: str, stop: _Stop) -> _Outcome:
+    """Each result written as it comes, until the results end, the output cannot be written,
+    llama.cpp fails, or a second signal comes; the output is closed whole in every case."""
+    outcome = _Outcome()
+    try:
+        for result in results:
+            try:
+                writer.write(result)
+            except OSError as error:
+                outcome.unwritable = _unwritable(error)
+                break
+            outcome.written += 1
+            outcome.errors += result.error is not None
+            if result.error:
+                _say(f"{source}: document {result.id!r}: {result.error}")
+            progress.update()
+    except KeyboardInterrupt:
+        stop.signal = stop.signal or signal.SIGINT
+    except LlamaError as error:  # the results before the documents it stopped are written
+        outcome.failed = error
+    finally:
+        try:
+            writer.close()
+        except OSError as error:
+            outcome.unwritable = outcome.unwritable or _unwritable(error)
+        progress.close()
+    return outcome
 
 
 def _unwritable(error: OSError) -> OSError:
