@@ -134,8 +134,8 @@ class _Stop:
 def run(model, docs, output, mode, attributes, schema, examples, strict, resume, overwrite, truncate, ray_address,
         workers, threads_per_worker, batches_in_flight, **settings):
     """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
-    JSONL, JSON (an array) or CSV file, a glob or a directory of them (Parquet too), or - for
-    standard input (JSONL).
+    JSONL, JSON (an array) or CSV file, a glob or a directory of them (Parquet too; all but
+    Parquet may be .gz), or - for standard input (JSON lines or an array).
     An OUTPUT ending in .json is one array; in .csv or .tsv, a table with a column per attribute."""
     try:
         schema_ = _load_schema(schema, attributes, examples)

@@ -20,24 +20,31 @@ SPACE = re.compile(r"[ \t\r\n]*")  # what JSON allows between tokens
 CLOSE = b"\n]\n"
 
 
+def starts_an_array(head: bytes) -> bool:
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
 def is_json_array(path: str | Path) -> bool:
     """A .json file whose first character is `[`, not JSON lines."""
     if format_suffix(path) != ".json":
         return False
     try:
         with open_input(path) as f:
-            return f.read(1 << 16).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+            return starts_an_array(f.read(1 << 16))
     except (OSError, InputError, *DAMAGED):  # the reader that follows says what is wrong
         return False
 
 
-def array_items(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
-    """("file:line (item n)", object) for each item; one that is no object comes as ValueError.
-    Past something that is not JSON the items cannot be told apart, so the file ends there, with
-    that error (the items before it stand)."""
+def array_items(path: Path, data: bytes | None = None) -> Iterator[tuple[str, dict | ValueError]]:
+    """("file:line (item n)", object) for each item of the file's array (or of `data`, read
+    from it already); one that is no object comes as ValueError.  Past something that is not
+    JSON the items cannot be told apart, so the file ends there, with that error (the items
+    before it stand)."""
     try:
-        with open_input(path) as f:
-            text = f.read().decode("utf-8-sig")
+        if data is None:
+            with open_input(path) as f:
+                data = f.read()
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         yield f"{path}:1", ValueError(f"invalid UTF-8 at byte {error.start}; nothing of this file is read")
         return

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from .csv_files import SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, is_csv, labeled_records, read_header
 from .files import DAMAGED, DAMAGED_MESSAGE, format_suffix, open_input
-from .json_arrays import ArrayResultWriter, array_items, is_json_array
+from .json_arrays import ArrayResultWriter, array_items, is_json_array, starts_an_array
 from .schema import Document, InputError, Result, Schema, Task, make_task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
@@ -148,10 +148,13 @@ def count_documents(path: Path) -> int:
 
 
 def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
-    """("file:line", object) for each line that is not blank, or each item of a .json file that
-    holds one array; one that is no object comes as ValueError."""
+    """("file:line", object) for each line that is not blank, or each item of a .json file (or
+    standard input) that holds one array; one that is no object comes as ValueError."""
     if is_json_array(path):
         yield from array_items(Path(path))
+        return
+    if is_stdin(path) and starts_an_array(sys.stdin.buffer.peek(1 << 16)):  # a tool's answer piped in
+        yield from array_items(Path(source_name(path)), sys.stdin.buffer.read())
         return
     for number, raw in read_lines(path):
         if isinstance(raw, bytes) and not raw.strip():

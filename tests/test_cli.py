@@ -130,6 +130,10 @@ def test_documents_from_standard_input_and_a_missing_examples_file(model_path, t
     assert done.returncode == 2
     assert "<stdin>:2: invalid JSON" in done.stderr
     assert [r["id"] for r in map(json.loads, done.stdout.splitlines())] == ["a", "b"]
+    answer = json.dumps([json.loads(line) for line in piped.splitlines() if line != "not json"], indent=2)
+    array = hpd("run", model_path, "-", "--max-value-tokens", "4", input=answer)  # an API's answer piped in
+    assert array.returncode == 0, array.stderr
+    assert array.stdout == done.stdout
     missing = hpd("run", model_path, "-", "--examples", tmp_path / "labeled.jsonl", input=piped)
     assert missing.returncode == 1 and missing.stderr == f"error: {tmp_path / 'labeled.jsonl'}: file not found\n"
 
