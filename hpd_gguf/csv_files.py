@@ -32,7 +32,7 @@ def is_csv(path: str | Path) -> bool:
 
 def _delimiter(path: str | Path) -> str:
     """What results are written with: tabs in a .tsv file, else commas."""
-    return "\t" if Path(path).suffix.lower() == ".tsv" else ","
+    return "\t" if format_suffix(path) == ".tsv" else ","
 
 
 def _open(path: Path):
@@ -203,7 +203,7 @@ class CsvResultWriter:
 
 def read_results(path: str | Path) -> Iterator[dict]:
     """The results of a CSV file CsvResultWriter wrote, as JSON lines give them (an empty cell null)."""
-    with open(path, encoding=ENCODING, newline="") as f:
+    with open_input(path, text=True, encoding=ENCODING, newline="") as f:
         reader = csv.reader(f, delimiter=_delimiter(path))
         header = next(reader, [])
         names = _attributes_in(header)

@@ -1,4 +1,5 @@
 """Evaluation scoring, constraints on real outputs, confidence."""
+import gzip
 import json
 
 import pytest
@@ -51,6 +52,9 @@ def test_gold_from_a_spreadsheet_scores_as_json_lines(tmp_path):
                                          + json.dumps({"id": "2", "values": {"Brand": "tazo", "Color": "Black"}}))
     scores = [evaluate_files(tmp_path / gold, tmp_path / "pred.jsonl").as_dict() for gold in ("gold.jsonl", "gold.csv")]
     assert scores[0] == scores[1] and scores[0]["overall"]["NV"] == 1 and scores[0]["overall"]["VN"] == 1
+    (tmp_path / "pred.csv.gz").write_bytes(gzip.compress(  # a results table, compressed to be kept
+        "id,Brand,Color,Brand confidence,Color confidence,error\n1,Nike,,,,\n2,tazo,Black,,,\n".encode()))
+    assert evaluate_files(tmp_path / "gold.csv", tmp_path / "pred.csv.gz").as_dict() == scores[0]
 
 
 def test_constraint_rules():
