@@ -162,7 +162,8 @@ class Engine:
         for doc in [d for d in self.scheduler.documents() if d.job.cancelled]:
             self.scheduler.cancel(doc)
         for job in {d.job for d in self.scheduler.documents()} | set(self._jobs):
-            if job.stopping:
+            if job.stopping:  # once: no document the cut keeps comes after it
+                job.stopping = False
                 self._end_input(job)
         with self._lock:
             self._jobs = [j for j in self._jobs if not (j.exhausted or j.cancelled or j.finished)]

@@ -111,9 +111,10 @@ def score(gold_records: list[dict], predictions: dict[str, dict]) -> Scores:
 def evaluate_files(gold_path: str | Path, pred_path: str | Path, min_confidence: float = 0.0) -> Scores:
     gold = []
     for where, record in load_labeled_lines(gold_path):
-        if as_id(record.get("id")) is None or not isinstance(record.get("gold"), dict):
+        identity = as_id(record.get("id"))
+        if identity is None or not isinstance(record.get("gold"), dict):
             raise InputError(where, "a gold record needs an 'id' and a 'gold' object")
-        gold.append({**record, "id": as_id(record["id"])})
+        gold.append({**record, "id": identity})
     predictions = {}
     for record in read_results(pred_path) if is_csv(pred_path) else load_jsonl(pred_path):
         if "id" in record and isinstance(record.get("values"), dict):

@@ -44,7 +44,7 @@ class Job:
         self.documents: Iterator = iter(documents)  # read by the engine's thread only
         self.read = 0  # documents taken from the input so far
         self.exhausted = False
-        self.stopping = False  # set by stop(); the engine then ends the job's input
+        self.stopping = False  # set by stop() until the engine ends the job's input
         self._lock = threading.Condition()
         self._results: dict[int, Result] = {}
         self._next = 0  # index of the next result to hand out

@@ -94,9 +94,10 @@ class ArrayResultWriter:
 
     def _recover(self) -> int:
         """The ids of the complete results a previous run wrote; where the last of them ends."""
-        text = self.path.read_bytes().decode("utf-8", errors="surrogateescape")
-        if not text.lstrip().startswith("["):
+        data = self.path.read_bytes()
+        if not starts_an_array(data):
             raise InputError(str(self.path), "not a JSON array of results to resume")
+        text = data.decode("utf-8", errors="surrogateescape")
         end = text.index("[") + 1
         try:
             for _, item_end, item in _spans(text):

@@ -33,9 +33,10 @@ def as_id(value):
 
 
 def _valid_id(value):
-    if value is not None and as_id(value) is None:
+    kept = as_id(value)
+    if value is not None and kept is None:
         raise ValueError("must be text or a whole number")
-    return as_id(value)
+    return kept
 
 
 def _names(value: list[str]) -> list[str]:
