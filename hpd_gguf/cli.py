@@ -18,6 +18,7 @@ from . import models
 from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .examples import read_examples
+from .csv_files import is_csv
 from .files import compressed
 from .jsonl import Rejected, count_documents, input_files, is_stdin, open_results, read_tasks, source_name
 from .llama import LlamaError, physical_cores
@@ -135,14 +136,14 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         workers, threads_per_worker, batches_in_flight, **settings):
     """Extract attribute values from DOCS with MODEL (a .gguf path or a known name). DOCS is a
     JSONL, JSON (an array) or CSV file, a glob or a directory of them (Parquet too; all but
-    Parquet may be .gz), or - for standard input (JSON lines or an array).
+    Parquet may be .gz), or - for standard input (JSON lines, an array or a CSV table).
     An OUTPUT ending in .json is one array; in .csv or .tsv, a table with a column per attribute."""
     try:
         schema_ = _load_schema(schema, attributes, examples)
         files = input_files(docs)
     except InputError as error:
         _fail(str(error))
-    _check_output(output, resume, overwrite)  # before the model loads
+    _check_output(output, resume, overwrite, columns_named=schema_ is not None or not is_stdin(docs))  # before the model loads
     extractor = None
     if ray_address:
         extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,
@@ -189,8 +190,9 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         sys.exit(EXIT_REJECTED)
 
 
-def _check_output(output: str | None, resume: bool, overwrite: bool) -> None:
-    """Refuse an output that cannot be written, or would lose results, before any work."""
+def _check_output(output: str | None, resume: bool, overwrite: bool, columns_named: bool) -> None:
+    """Refuse an output that cannot be written, or would lose results, before any work
+    (columns_named: the attributes of a table made now are known before the input is read)."""
     if resume and not output:
         _fail("--resume needs -o OUTPUT")
     if resume and overwrite:
@@ -201,8 +203,12 @@ def _check_output(output: str | None, resume: bool, overwrite: bool) -> None:
         _fail(f"{output}: results are written plain, a line at a time (compress them afterwards): name it without .gz")
     if not os.access(Path(output).absolute().parent, os.W_OK):
         _fail(f"{output}: cannot write there (no such folder, or not writable)")
-    if not (resume or overwrite) and Path(output).is_file() and Path(output).stat().st_size:
+    holds_results = Path(output).is_file() and Path(output).stat().st_size > 0
+    if not (resume or overwrite) and holds_results:
         _fail(f"{output} holds results already: --resume continues it, --overwrite replaces it")
+    if is_csv(output) and not columns_named and not (resume and holds_results):
+        _fail(f"{output}: its columns are the attributes, which standard input cannot name before it is read: "
+              "give --schema or --attributes")
 
 
 @dataclass

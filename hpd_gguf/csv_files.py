@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import csv
 import io
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 from .files import DAMAGED, DAMAGED_MESSAGE, format_suffix, open_input
 from .schema import InputError, Result
@@ -52,30 +53,48 @@ def read_header(path: Path) -> tuple[list[str], str]:
     """The file's column names (lower-cased where they are a document's) and its delimiter;
     InputError unless the first row names `id` and `text`."""
     with _open(path) as f:
-        try:
-            first = f.readline()
-        except DAMAGED:
-            raise InputError(f"{path}:1", DAMAGED_MESSAGE) from None
+        return _header_row(path, f)
+
+
+def _header_row(name, f) -> tuple[list[str], str]:
+    """read_header of the stream f, its first line read."""
+    try:
+        first = f.readline()
+    except DAMAGED:
+        raise InputError(f"{name}:1", DAMAGED_MESSAGE) from None
+    found = header_of(first)
+    if found is None:
+        raise InputError(f"{name}:1", f"the first row must name the columns id and text (it reads {first.strip()[:200]!r})")
+    if len(set(found[0])) != len(found[0]):
+        raise InputError(f"{name}:1", f"a column is named twice in the header: {found[0]}")
+    return found
+
+
+def header_of(first: str) -> tuple[list[str], str] | None:
+    """A first row's column names and delimiter, if it names `id` and `text`."""
     for delimiter in DELIMITERS:
         header = [_column(name) for name in next(csv.reader([first], delimiter=delimiter), [])]
         if {"id", "text"} <= set(header):
-            if len(set(header)) != len(header):
-                raise InputError(f"{path}:1", f"a column is named twice in the header: {header}")
             return header, delimiter
-    raise InputError(f"{path}:1", f"the first row must name the columns id and text (it reads {first.strip()[:200]!r})")
+    return None
 
 
 def _column(name: str) -> str:
     return name.strip().lower() if name.strip().lower() in COLUMNS else name.strip()
 
 
-def csv_records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
-    """("file:line", record) for each row after the header; a row that is not one comes as ValueError.
-    Empty cells are absent; `attributes` becomes a list."""
-    header, delimiter = read_header(path)
-    with _open(path) as f:
+def csv_records(path: Path, stream: IO[str] | None = None) -> Iterator[tuple[str, dict | ValueError]]:
+    """("file:line", record) for each row after the header (of `stream` where given: standard
+    input); a row that is not one comes as ValueError.  Empty cells are absent; `attributes`
+    becomes a list."""
+    with _open(path) if stream is None else nullcontext(stream) as f:
+        try:
+            header, delimiter = _header_row(path, f)
+        except InputError as error:  # a file's was checked before the run; standard input's, only here
+            yield error.where, ValueError(error.message)
+            return
         reader = csv.reader(f, delimiter=delimiter)
-        ended = 0  # the line the previous row ended on
+        ended = 1  # the line the previous row ended on
         while True:
             try:
                 row = next(reader)
@@ -86,11 +105,11 @@ def csv_records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
                 return
             except csv.Error as error:
                 yield f"{path}:{ended + 1}", ValueError(f"invalid CSV: {error}")
-                ended = reader.line_num
+                ended = reader.line_num + 1
                 continue
-            where, ended = f"{path}:{ended + 1}", reader.line_num
-            if ended == 1 or not any(cell.strip() for cell in row):
-                continue  # the header, or a blank row
+            where, ended = f"{path}:{ended + 1}", reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue  # a blank row
             try:
                 yield where, _record(header, row)
             except ValueError as error:

@@ -3,17 +3,19 @@ and writing results, line by line and never losing work."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from pydantic import ValidationError
 
-from .csv_files import SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, is_csv, labeled_records, read_header
+from .csv_files import ENCODING as CSV_ENCODING, SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, header_of, \
+    is_csv, labeled_records, read_header
 from .files import DAMAGED, DAMAGED_MESSAGE, format_suffix, open_input
 from .json_arrays import ArrayResultWriter, array_items, is_json_array, starts_an_array
 from .schema import Document, InputError, Result, Schema, Task, make_task
@@ -32,15 +34,6 @@ def source_name(path: str | Path) -> str:
     return "<stdin>" if is_stdin(path) else str(path)
 
 
-@contextmanager
-def _open_bytes(path: str | Path) -> Iterator[IO[bytes]]:
-    if is_stdin(path):
-        yield sys.stdin.buffer
-        return
-    with open_input(path) as f:
-        yield f
-
-
 @dataclass
 class Rejected:
     """A line that could not be used, and why."""
@@ -52,10 +45,12 @@ class Rejected:
         return f"{self.where}: {self.message}"
 
 
-def read_lines(path: str | Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | ValueError | None]]:
-    """(line number, bytes) for each line; None for a line longer than max_bytes, which is
-    skipped without being held in memory; a ValueError where a compressed file breaks off."""
-    with _open_bytes(path) as f:
+def read_lines(path: str | Path, max_bytes: int = MAX_LINE_BYTES,
+               stream: IO[bytes] | None = None) -> Iterator[tuple[int, bytes | ValueError | None]]:
+    """(line number, bytes) for each line of the file (or of `stream`, standard input); None
+    for a line longer than max_bytes, which is skipped without being held in memory; a
+    ValueError where a compressed file breaks off."""
+    with open_input(path) if stream is None else nullcontext(stream) as f:
         number = 0
         while True:
             try:
@@ -136,7 +131,44 @@ def _records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
                 row += 1
                 yield f"{path}:row {row}", record
         return
+    if is_stdin(path):
+        yield from _stdin_records()
+        return
     yield from csv_records(path) if is_csv(path) else _parsed_lines(path)
+
+
+def _stdin_records() -> Iterator[tuple[str, dict | ValueError]]:
+    """What _records gives for standard input, which a pipe fills with JSON lines, one JSON array
+    (an API's answer) or a CSV table (a first row naming `id` and `text`): told by its first
+    line that is not blank (a table's is its first), read, then put back ahead of the rest."""
+    head = b""
+    while not head.strip() and (line := sys.stdin.buffer.readline(MAX_LINE_BYTES)):
+        head += line
+    stream = io.BufferedReader(_Replayed(head, sys.stdin.buffer))
+    name = Path(source_name(STDIN))
+    if starts_an_array(head):
+        yield from array_items(name, stream.read())
+    elif not head.startswith((b"{", b"\n", b"\r")) and header_of(head.decode("utf-8-sig", errors="replace")):
+        yield from csv_records(name, io.TextIOWrapper(stream, CSV_ENCODING, "surrogateescape", newline=""))
+    else:
+        yield from _json_lines(name, read_lines(name, stream=stream))
+
+
+class _Replayed(io.RawIOBase):
+    """A stream whose first bytes were read already, then the rest of it."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]):
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self._head:
+            return self._rest.readinto(buffer)
+        n = min(len(buffer), len(self._head))
+        buffer[:n], self._head = self._head[:n], self._head[n:]
+        return n
 
 
 def count_documents(path: Path) -> int:
@@ -148,18 +180,18 @@ def count_documents(path: Path) -> int:
 
 
 def _parsed_lines(path: str | Path) -> Iterator[tuple[str, dict | ValueError]]:
-    """("file:line", object) for each line that is not blank, or each item of a .json file (or
-    standard input) that holds one array; one that is no object comes as ValueError."""
+    """("file:line", object) for each line that is not blank, or each item of a .json file that
+    holds one array; one that is no object comes as ValueError."""
     if is_json_array(path):
-        yield from array_items(Path(path))
-        return
-    if is_stdin(path) and starts_an_array(sys.stdin.buffer.peek(1 << 16)):  # a tool's answer piped in
-        yield from array_items(Path(source_name(path)), sys.stdin.buffer.read())
-        return
-    for number, raw in read_lines(path):
+        return array_items(Path(path))
+    return _json_lines(path, read_lines(path))
+
+
+def _json_lines(name: str | Path, lines) -> Iterator[tuple[str, dict | ValueError]]:
+    for number, raw in lines:
         if isinstance(raw, bytes) and not raw.strip():
             continue
-        where = f"{source_name(path)}:{number}"
+        where = f"{name}:{number}"
         try:
             yield where, parse_line(raw)
         except ValueError as error:

@@ -122,7 +122,7 @@ def test_bad_lines_are_reported_and_the_rest_processed(model_path, tmp_path):
     assert [r["id"] for r in lines(out)] == ["a"]
 
 
-def test_documents_from_standard_input_and_a_missing_examples_file(model_path, tmp_path):
+def test_documents_from_standard_input_as_lines_an_array_or_a_table_and_a_missing_examples_file(model_path, tmp_path):
     piped = ('{"id": "a", "text": "Crocs Clog, Navy", "attributes": ["Color"]}\n'
              'not json\n'
              '{"id": "b", "text": "Nike Air, Red", "attributes": ["Color"]}\n')
@@ -134,6 +134,10 @@ def test_documents_from_standard_input_and_a_missing_examples_file(model_path, t
     array = hpd("run", model_path, "-", "--max-value-tokens", "4", input=answer)  # an API's answer piped in
     assert array.returncode == 0, array.stderr
     assert array.stdout == done.stdout
+    table = "ID;Text;Attributes\na;Crocs Clog, Navy;Color\nb;Nike Air, Red;Color\n"  # a spreadsheet piped in
+    csv_in = hpd("run", model_path, "-", "--max-value-tokens", "4", input=table)
+    assert csv_in.returncode == 0, csv_in.stderr
+    assert csv_in.stdout == done.stdout
     missing = hpd("run", model_path, "-", "--examples", tmp_path / "labeled.jsonl", input=piped)
     assert missing.returncode == 1 and missing.stderr == f"error: {tmp_path / 'labeled.jsonl'}: file not found\n"
 
@@ -171,6 +175,9 @@ def test_settings_and_an_output_folder_that_is_not_there_are_refused_before_any_
     packed = hpd("run", model_path, DATA / "products20.jsonl", "-o", tmp_path / "values.jsonl.gz")
     assert packed.returncode == 1 and "values.jsonl.gz: results are written plain" in packed.stderr
     assert packed.stderr.count("\n") == 1, packed.stderr  # before the model loads
+    unnamed = hpd("run", model_path, "-", "-o", tmp_path / "values.csv", input="id,text,attributes\n1,x,Color\n")
+    assert unnamed.returncode == 1 and unnamed.stderr.count("\n") == 1
+    assert "values.csv: its columns are the attributes, which standard input cannot name" in unnamed.stderr
 
 
 def test_gpu_layers_without_gpu_warns_and_runs(model_path):

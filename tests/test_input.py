@@ -1,6 +1,7 @@
 """Reading input: every bad-line class gets a message naming the file and line; nothing crashes."""
 import csv
 import gzip
+import io
 import json
 import sys
 
@@ -216,6 +217,24 @@ def test_csv_rows_are_documents_and_bad_rows_name_their_line(tmp_path):
         f"{path}:7: invalid UTF-8 in column 'text' (from Excel, save as \"CSV UTF-8\")",
         f"{path}:8: 6 cells where the header has 5 columns (a separator in an unquoted cell?)",
         f"{path}:9: no attributes given and no schema entry for category None"]
+
+
+def _piped(monkeypatch, data: bytes):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    return [str(item) if isinstance(item, Rejected) else item.id for item in read_tasks("-", Schema.load_dict({"*": ["Brand"]}))]
+
+
+def test_standard_input_is_told_a_table_an_array_or_json_lines_by_its_first_line(tmp_path, monkeypatch):
+    path = tmp_path / "docs.csv"
+    path.write_bytes(CSV)
+    from_file = [str(i) if isinstance(i, Rejected) else i.id for i in read_tasks(path, Schema.load_dict({"*": ["Brand"]}))]
+    assert _piped(monkeypatch, CSV) == [line.replace(str(path), "<stdin>") for line in from_file]
+    assert _piped(monkeypatch, b"id;text;ID\n1;x;2\n") == ["<stdin>:1: a column is named twice in the header: ['id', 'text', 'id']"]
+    lines = GOOD + b"id,text\n" + GOOD.replace(b'"ok"', b'"ok2"')
+    assert _piped(monkeypatch, lines) == ["ok", "<stdin>:2: invalid JSON: Expecting value at column 1", "ok2"]
+    array = b"\n\n" + json.dumps([json.loads(GOOD)], indent=1).encode()  # blank lines, then an array
+    assert _piped(monkeypatch, array) == ["ok"]
+    assert _piped(monkeypatch, b"\nid,text\n7,x\n")[0] == "<stdin>:2: invalid JSON: Expecting value at column 1"
 
 
 def test_a_utf16_table_is_read_as_excel_saves_unicode_text(tmp_path):
