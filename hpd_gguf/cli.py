@@ -279,7 +279,7 @@ def _progress(files: list[Path], already_done: int):
     """done/total, documents/s and the time left on stderr, when it is a terminal."""
     interactive = sys.stderr.isatty()
     total = None
-    if interactive and all(path.suffix != ".parquet" and not is_stdin(path) for path in files):
+    if interactive and not any(map(is_stdin, files)):
         total = max(0, sum(map(count_documents, files)) - already_done)
     return tqdm(total=total, unit="doc", disable=not interactive, dynamic_ncols=True, smoothing=0.05)
 

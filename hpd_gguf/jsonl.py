@@ -174,6 +174,10 @@ class _Replayed(io.RawIOBase):
 def count_documents(path: Path) -> int:
     """About how many documents a file holds, for a progress bar (its rows, items, or lines
     that are not blank)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows  # written in the file's footer
     if is_csv(path) or is_json_array(path):
         return sum(1 for _ in _records(path))
     return sum(1 for _, line in read_lines(path) if not isinstance(line, bytes) or line.strip())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hpd_gguf.jsonl import count_documents
 from hpd_gguf.settings import Settings
 from tests.conftest import DATA, ROOT
 
@@ -49,6 +50,7 @@ def test_input_is_a_directory_or_a_glob_of_json_lines_arrays_and_parquet(model_p
 
     numbered = [{**json.loads(l), "id": 1000 + i} for i, l in enumerate(source[2:4])]  # ids as numbers
     pq.write_table(pa.Table.from_pylist(numbered), folder / "b.parquet")
+    assert count_documents(folder / "b.parquet") == 2  # for the progress bar, from the file's footer
     expected = [json.loads(l)["id"] for l in source[:2]] + ["1000", "1001"] + [json.loads(l)["id"] for l in source[4:]]
     for spec in (folder, f"{folder}/*"):
         out = tmp_path / "out.jsonl"
