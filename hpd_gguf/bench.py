@@ -8,9 +8,9 @@ from pathlib import Path
 
 from .extractor import Extractor
 from .evaluate import score
-from .jsonl import load_jsonl
+from .jsonl import load_labeled_lines
 from .llama import Batch, Context, Model, offloaded_layers, physical_cores, system_info
-from .schema import Document, Result, Schema, Task, make_task
+from .schema import DOCUMENT_FIELDS, Document, InputError, Result, Schema, Task, make_task, validated
 from .settings import Settings
 
 
@@ -49,12 +49,12 @@ class ModeRun:
         return self.tokens / self.seconds
 
 
-def interleave(records: list[dict]) -> list[dict]:
+def interleave(records: list, category=lambda record: record.get("category")) -> list:
     """Categories in turn (the first of each, then the second, ...), as a catalog in input order
     mixes them; a prefix of a file grouped by category is one category."""
-    by_category: dict[str, list[dict]] = {}
+    by_category: dict[str, list] = {}
     for record in records:
-        by_category.setdefault(record.get("category") or "", []).append(record)
+        by_category.setdefault(category(record) or "", []).append(record)
     queues = list(by_category.values())
     return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
 
@@ -195,12 +195,9 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
               known_prefill: tuple[float, float] | None = None, **settings) -> Report:
     """The modes (then the scaling table and the sweep, when asked) on the same documents.
     `known_prefill`: (tokens/s, cost of logits) measured before on this model, not measured again."""
-    records = load_jsonl(docs_path)
-    records = (interleave(records) if interleaved else records)[:limit]
+    records, tasks = read_documents(docs_path, schema, interleaved, limit, gold)
     if scaling:
-        scaling_names(records, max(SCALING_WIDTHS))  # fail now, not after the modes have run
-    tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "category", "attributes")
-                                                if k in r}), None) for r in records]
+        scaling_names(tasks, max(SCALING_WIDTHS))  # fail now, not after the modes have run
     chosen = Settings(**settings)
     model = Model(model_path, offloaded_layers(chosen.n_gpu_layers))
     threads = chosen.threads or physical_cores()
@@ -229,7 +226,7 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
     stage = "scaling table"
     try:
         if scaling:
-            report.scaling = run_scaling(model, records, prefill, log, output_cost=output_cost, **settings)
+            report.scaling = run_scaling(model, tasks, prefill, log, output_cost=output_cost, **settings)
         stage = "settings sweep"
         if sweep:
             report.sweep = run_sweep(model, tasks, prefill, log, output_cost=output_cost, **(sweep_grid or {}),
@@ -240,6 +237,26 @@ def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | N
     except Exception as error:  # the modes' figures, which took longest, stay in the report
         report.failed = f"{stage}: {error!r}"
     return report
+
+
+def read_documents(path: str | Path, schema: Schema | None, interleaved: bool = False, limit: int | None = None,
+                   gold: bool = False) -> tuple[list[dict], list[Task]]:
+    """The records of a file of documents (JSON lines, an array or a table, as `run` reads them;
+    with `gold`, each with its values: a `gold` object, or in a table a column per attribute)
+    and their tasks, those asked for; a bad one raises InputError naming its line."""
+    loaded = list(load_labeled_lines(path))
+    loaded = (interleave(loaded, lambda item: item[1].get("category")) if interleaved else loaded)[:limit]
+    records, tasks = [], []
+    for where, record in loaded:
+        try:
+            task = make_task(validated(Document, {k: record[k] for k in DOCUMENT_FIELDS if k in record}), schema)
+            if gold and not isinstance(record.get("gold"), dict):
+                raise ValueError("--gold needs each document's values: a 'gold' object (attribute -> value)")
+        except ValueError as error:
+            raise InputError(where, str(error)) from None
+        records.append({**record, "id": task.id, "attributes": task.names})
+        tasks.append(task)
+    return records, tasks
 
 
 def accuracy_by_confidence(records: list[dict], results: list[Result]) -> tuple[float, float]:
@@ -271,32 +288,32 @@ MORE_ATTRIBUTES = ("Weight", "Width", "Height", "Length", "Depth", "Warranty", "
 SCALING_WIDTHS = (5, 20, 60)  # MORE_ATTRIBUTES alone has enough names for the widest
 
 
-def scaling_names(records: list[dict], width: int) -> list[str]:
+def scaling_names(tasks: list[Task], width: int) -> list[str]:
     """Attribute names to widen documents with: the categories' lists, then common product
     attributes."""
     names: list[str] = []
-    for r in records:
-        names += [a for a in r["attributes"] if a not in names]
+    for task in tasks:
+        names += [a for a in task.names if a not in names]
     names += [a for a in MORE_ATTRIBUTES if a not in names]
     if len(names) < width:
         raise ValueError(f"only {len(names)} attribute names for a width of {width}")
     return names
 
 
-def run_scaling(model: Model, records: list[dict], prefill: float, log=print,
+def run_scaling(model: Model, tasks: list[Task], prefill: float, log=print,
                 sizes=(16, 64, 256), widths=SCALING_WIDTHS, output_cost: float = 0.0, **settings) -> list[dict]:
     """hpd over documents x attributes per document; attributes beyond a document's own come
     from scaling_names."""
-    names = scaling_names(records, max(widths))
+    names = scaling_names(tasks, max(widths))
     rows = []
     for width in widths:
         for size in sizes:
-            chosen = (records * (size // max(1, len(records)) + 1))[:size]
-            tasks = [make_task(Document(id=f"{i}", text=r["text"], category=r.get("category"),
-                                        attributes=(r["attributes"] + [n for n in names if n not in r["attributes"]])[:width]),
-                               None) for i, r in enumerate(chosen)]
+            chosen = (tasks * (size // max(1, len(tasks)) + 1))[:size]
+            widened = [make_task(Document(id=f"{i}", text=t.document.text, category=t.document.category,
+                                          attributes=(t.names + [n for n in names if n not in t.names])[:width]),
+                                 None) for i, t in enumerate(chosen)]
             log(f"bench: scaling {size} documents x {width} attributes ...")
-            run, _ = run_mode(model, tasks, "hpd", **settings)
+            run, _ = run_mode(model, widened, "hpd", **settings)
             rows.append({"documents": size, "attributes": width, **_figures(run, prefill, output_cost)})
             log(f"bench: scaling {size} x {width}: {run.seconds:.1f} s, {run.documents_per_second:.2f} docs/s, "
                 f"{rows[-1]['share_of_prefill']:.0%} of prefill, peak RSS {run.peak_rss_mb:.0f} MB")

@@ -376,21 +376,26 @@ def models_pull(name, optimize):
 @click.option("--interleave", is_flag=True, help="Take the categories in turn (before --limit).")
 @click.option("--modes", default="naive,sequential,json,hpd-static,hpd", show_default=True)
 @click.option("--gold", is_flag=True, help="Also score each mode against the file's gold values.")
+@click.option("--attributes", help='Attributes for documents that name none, e.g. "Brand,Color".')
+@click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
 @examples_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures as JSON.")
 @click.option("--scaling", is_flag=True, help="Also run the hpd scaling table.")
 @click.option("--sweep", is_flag=True, help="Also run hpd over token budgets x cell budgets of the documents in flight.")
 @with_model_options
-def bench(model, docs, limit, interleave, modes, gold, examples, json_out, scaling, sweep, **settings):
-    """Run the modes one after another on the same documents and compare them."""
-    from .bench import run_bench
+def bench(model, docs, limit, interleave, modes, gold, attributes, schema, examples, json_out, scaling, sweep,
+          **settings):
+    """Run the modes one after another on the same documents (JSON lines, a JSON array or a CSV
+    table, as `run` reads them) and compare them."""
+    from .bench import read_documents, run_bench
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in MODES]
     if unknown:
         _fail(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     try:
-        schema = _load_schema(None, None, examples)
+        schema = _load_schema(schema, attributes, examples)
+        read_documents(docs, schema, interleave, limit, gold)  # a bad line stops here, before the model loads
         path = models.resolve(model, _say, shows_labeled_examples(schema, settings["examples_per_category"]))
     except (models.ModelError, InputError) as error:
         _fail(str(error))

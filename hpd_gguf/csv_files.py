@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from .files import DAMAGED, DAMAGED_MESSAGE, format_suffix, open_input
-from .schema import InputError, Result
+from .schema import DOCUMENT_FIELDS, InputError, Result
 
 SUFFIXES = (".csv", ".tsv")
-COLUMNS = ("id", "text", "category", "attributes")  # the columns a document reads; case and spaces ignored
+COLUMNS = DOCUMENT_FIELDS  # the columns a document reads; case and spaces ignored
 DELIMITERS = ",;\t|"
 ENCODING = "utf-8-sig"  # Excel's "CSV UTF-8" starts with a byte-order mark; written too, so Excel reads UTF-8
 

@@ -15,10 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from .jsonl import _document_error, load_labeled_lines
-from .schema import Example, InputError, Task, folded
+from .jsonl import load_labeled_lines
+from .schema import Example, InputError, Task, folded, validated
 from .settings import Settings
 
 
@@ -31,9 +29,9 @@ def read_examples(path: str | Path) -> list[Example]:
     examples = []
     for where, record in load_labeled_lines(path):
         try:
-            example = Example.model_validate(record)
-        except ValidationError as error:
-            raise InputError(where, f"not a labeled example: {_document_error(error)}") from None
+            example = validated(Example, record)
+        except ValueError as error:
+            raise InputError(where, f"not a labeled example: {error}") from None
         if example.category is None:
             raise InputError(where, "a labeled example needs its 'category'")
         examples.append(example)

@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from pydantic import ValidationError
-
 from .csv_files import ENCODING as CSV_ENCODING, SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, header_of, \
     is_csv, labeled_records, read_header
 from .files import DAMAGED, DAMAGED_MESSAGE, format_suffix, open_input
 from .json_arrays import ArrayResultWriter, array_items, is_json_array, starts_an_array
-from .schema import Document, InputError, Result, Schema, Task, make_task
+from .schema import Document, InputError, Result, Schema, Task, make_task, validated
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
 INPUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", *CSV_SUFFIXES)  # what a folder's files are read by
@@ -85,14 +83,6 @@ def parse_line(raw: bytes | None) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {type(value).__name__}")
     return value
-
-
-def _document_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "line"
-    if first["type"] == "missing":
-        return f"missing {field!r}"
-    return f"{field!r}: {first['msg'].lower()}"
 
 
 def input_files(spec: str | Path) -> list[Path]:
@@ -212,10 +202,7 @@ def read_tasks(paths: str | Path | list[Path], schema: Schema | None = None, ski
             try:
                 if isinstance(record, ValueError):
                     raise record
-                try:
-                    document = Document.model_validate(record)
-                except ValidationError as error:
-                    raise ValueError(_document_error(error)) from None
+                document = validated(Document, record)
                 if document.id in seen:
                     raise ValueError(f"duplicate id {document.id!r}")
                 seen.add(document.id)

@@ -6,7 +6,7 @@ import math
 import numbers
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -77,6 +77,23 @@ class Document(BaseModel):
     @classmethod
     def _attribute_names(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else _names(value)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], record: dict) -> M:
+    """The model (Document, Example) of one input record, or ValueError naming its first bad field."""
+    try:
+        return model.model_validate(record)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "line"
+        raise ValueError(f"missing {field!r}" if first["type"] == "missing"
+                         else f"{field!r}: {first['msg'].lower()}") from None
+
+
+DOCUMENT_FIELDS = tuple(Document.model_fields)  # id, text, category, attributes: what a document reads
 
 
 Constraint = Literal["span", "choice", "number"]

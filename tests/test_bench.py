@@ -1,25 +1,22 @@
 """The bench's scaling table and settings sweep, small, on the test model."""
-import json
 from pathlib import Path
 
 import pytest
 
 from hpd_gguf import bench
-from hpd_gguf.bench import Report, run_bench, run_scaling, run_sweep, scaling_names
+from hpd_gguf.bench import Report, read_documents, run_bench, run_scaling, run_sweep, scaling_names
 from hpd_gguf.schema import Document, make_task
 
 DATA = Path(__file__).parent / "data"
 
 
 def test_scaling_table_and_sweep_cover_their_grids(model):
-    records = [json.loads(line) for line in (DATA / "products20.jsonl").read_text().splitlines()[:3]]
-    rows = run_scaling(model, records, prefill=100.0, log=lambda m: None, sizes=(2, 3), widths=(1, 7),
+    _, tasks = read_documents(DATA / "products20.jsonl", None, limit=3)
+    rows = run_scaling(model, tasks, prefill=100.0, log=lambda m: None, sizes=(2, 3), widths=(1, 7),
                        max_value_tokens=3)
     assert [(r["documents"], r["attributes"]) for r in rows] == [(2, 1), (3, 1), (2, 7), (3, 7)]
     assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 and 0 < r["choice_share"] < 1 for r in rows)
     assert all(0.5 < r["decode_share"] < 1 - r["choice_share"] for r in rows)  # on a CPU the decodes are most of it
-    tasks = [make_task(Document.model_validate({k: r[k] for k in ("id", "text", "attributes")}), None)
-             for r in records]
     sweep = run_sweep(model, tasks, prefill=100.0, log=lambda m: None, budgets=(64, 128), cells=(50, 0),
                       max_value_tokens=3, batch_tokens=512, max_resident_cells=3072)  # as the CLI passes them
     assert [(r["batch_tokens"], r["max_resident_cells"]) for r in sweep] == [(64, 50), (64, 0), (128, 50), (128, 0)]
@@ -28,9 +25,10 @@ def test_scaling_table_and_sweep_cover_their_grids(model):
 
 
 def test_scaling_names_reach_the_widest_width_from_any_one_category():
-    assert len(scaling_names([{"attributes": ["Brand"]}], 60)) >= 60
+    one = [make_task(Document(id="1", text="x", attributes=["Brand"]), None)]
+    assert len(scaling_names(one, 60)) >= 60
     with pytest.raises(ValueError, match="attribute names for a width of 100"):
-        scaling_names([{"attributes": ["Brand"]}], 100)
+        scaling_names(one, 100)
 
 
 def test_a_failing_later_part_keeps_the_modes_figures(model_path, monkeypatch, tmp_path):

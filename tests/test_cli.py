@@ -319,17 +319,24 @@ def test_info_names_the_backend_its_devices_and_the_settings():
 
 
 def test_bench_prints_the_comparison_table(model_path, tmp_path):
-    gold = tmp_path / "gold.jsonl"
-    gold.write_text("".join(json.dumps({**json.loads(l), "gold": {a: None for a in json.loads(l)["attributes"]}}) + "\n"
-                            for l in (DATA / "products20.jsonl").read_text().splitlines()[:4]))
+    import csv
+
+    table = tmp_path / "labeled.csv"  # a spreadsheet of products and their values, as run and eval read it
+    with open(table, "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["id", "text", "Brand", "Color"])
+        rows.writerows([d["id"], d["text"], "", ""] for d in map(json.loads, (DATA / "products20.jsonl").read_text().splitlines()[:4]))
     report = tmp_path / "bench.json"
-    done = hpd("bench", model_path, gold, "--modes", "sequential,hpd", "--gold", "--json", report,
-               "--max-value-tokens", "4", "--batch-tokens", "128")  # prefill measured on 128 tokens
+    done = hpd("bench", model_path, table, "--attributes", "Brand,Color", "--modes", "sequential,hpd", "--gold",
+               "--json", report, "--max-value-tokens", "4", "--batch-tokens", "128")  # prefill measured on 128 tokens
     assert done.returncode == 0, done.stderr
     assert "hpd speedup" in done.stdout and "= sequential" in done.stdout
     figures = json.loads(report.read_text())
-    assert [r["mode"] for r in figures["runs"]] == ["sequential", "hpd"]
+    assert [r["mode"] for r in figures["runs"]] == ["sequential", "hpd"] and figures["documents"] == 4
     assert figures["prefill_tokens_per_second"] > 0 and all(r["f1"] is not None for r in figures["runs"])
+    no_gold = hpd("bench", model_path, DATA / "products20.jsonl", "--gold")
+    assert no_gold.returncode == 1 and no_gold.stderr.count("\n") == 1  # before the model loads
+    assert f"{DATA / 'products20.jsonl'}:1: --gold needs each document's values" in no_gold.stderr
 
 
 def test_eval_scores_a_prediction_file(tmp_path):
