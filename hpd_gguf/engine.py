@@ -192,7 +192,7 @@ class Engine:
             return False
         index, job.read = job.read, job.read + 1
         try:
-            task = self.runner.task(document)
+            task = self.runner.task(document, index)
         except Exception as error:  # not a document: the caller hears of it in its place
             job.fail(error, at=index)
             return False

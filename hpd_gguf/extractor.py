@@ -101,10 +101,11 @@ class Extractor:
         mode = self.settings.mode
         self._stopping = False
         documents = itertools.takewhile(lambda _: not self._stopping, documents)
+        tasks = map(self.runner.task, documents, itertools.count())
         if mode in ("sequential", "naive"):
-            yield from reference.one_by_one(self.runner, map(self.task, documents), reuse=mode == "sequential")
+            yield from reference.one_by_one(self.runner, tasks, reuse=mode == "sequential")
         elif mode == "json":
-            yield from reference.json_objects(self.runner, map(self.task, documents))
+            yield from reference.json_objects(self.runner, tasks)
         else:
             job = self._job = self.submit(documents)
             try:

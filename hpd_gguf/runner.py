@@ -14,7 +14,7 @@ from .examples import ExamplePicker
 from .llama import Batch, Context, Model, physical_cores
 from .prompt import DocumentPrompt, PromptLayout
 from .sampling import Greedy
-from .schema import NULL_TEXT, Document, Result, Schema, Task, make_task
+from .schema import NULL_TEXT, Document, InputError, Result, Schema, Task, as_task, document_name
 from .sequence import Branch, Stops
 from .settings import DEFAULT_POSITIONS, Settings
 
@@ -69,10 +69,15 @@ class ModelRunner:
         self.on_logits = None  # optional observer: on_logits(branches, logits) after each decode
 
     # documents
-    def task(self, document: Document | dict | Task) -> Task:
-        if isinstance(document, dict):
-            document = Document.model_validate(document)
-        task = document if isinstance(document, Task) else make_task(document, self.schema)
+    def task(self, document: Document | dict | Task, index: int | None = None) -> Task:
+        """The task of what a caller passed (a dict, a Document or a Task); ValueError saying what
+        is wrong with it, an InputError naming it where its place in the input is given."""
+        try:
+            task = as_task(document, self.schema)
+        except ValueError as error:
+            if index is None:
+                raise
+            raise InputError(document_name(index, document), str(error)) from None
         constraint = self.settings.constraint
         if constraint and any(a.constraint is None for a in task.attributes):
             task = task.model_copy(update={"attributes": [

@@ -301,3 +301,21 @@ def make_task(document: Document, schema: Schema | None) -> Task:
         if not attributes:
             raise ValueError(f"no attributes given and no schema entry for category {document.category!r}")
     return Task(document=document, attributes=attributes)
+
+
+def as_task(document: Document | dict | Task, schema: Schema | None) -> Task:
+    """The task of what an API caller passes: a dict, a Document or a Task; ValueError saying
+    what is wrong with it."""
+    if isinstance(document, Task):
+        return document
+    if isinstance(document, dict):
+        document = validated(Document, document)
+    elif not isinstance(document, Document):
+        raise ValueError(f"a document is a dict or an hpd_gguf.Document, not {type(document).__name__}")
+    return make_task(document, schema)
+
+
+def document_name(index: int, document) -> str:
+    """How messages name an API caller's document: its place in the input, and its id."""
+    identity = document.get("id") if isinstance(document, dict) else getattr(document, "id", None)
+    return f"document {index}" + (f" (id {identity!r})" if isinstance(identity, (str, int)) else "")

@@ -123,8 +123,10 @@ def test_progress_and_a_bad_document(engine_extractor, products):
     bad = engine_extractor.submit(products[:2] + [{"id": "x", "text": 7}])
     results = iter(bad)
     assert [next(results).id, next(results).id] == ["t00", "t01"]  # what came before stands
-    with pytest.raises(ValueError, match="text"):
+    with pytest.raises(ValueError, match=r"^document 2 \(id 'x'\): 'text': input should be a valid string$"):
         next(results)
+    with pytest.raises(ValueError, match=r"^document 0: a document is a dict or an hpd_gguf.Document, not str$"):
+        list(engine_extractor.submit(["Nike Air, Red"]))
 
 
 def test_async_for_inside_a_running_event_loop(engine_extractor, products):

@@ -34,6 +34,15 @@ def test_a_document_longer_than_the_context(model):
     assert results[1].error is None and list(results[1].values) == ["Brand", "Size"]
 
 
+@pytest.mark.parametrize("mode", ["sequential", "json"])
+def test_a_bad_document_in_a_reference_mode_is_named_after_the_results_before_it(model, mode):
+    documents = [{"id": "a", "text": "Crocs Classic Clog, Navy", "attributes": ["Color"]}, {"id": "b", "text": "x"}]
+    results = raw_extractor(model, mode=mode, max_value_tokens=2).extract(documents)
+    assert next(results).id == "a"
+    with pytest.raises(ValueError, match=r"^document 1 \(id 'b'\): no attributes given and no schema entry"):
+        next(results)
+
+
 def test_a_full_kv_cache_is_an_error_not_an_abort(model):
     context = Context(model, n_ctx=256, n_batch=256, n_seq_max=2)
     batch = Batch(256)
