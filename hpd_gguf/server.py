@@ -175,7 +175,11 @@ def _unprocessable(error: ValidationError, document: int | None = None) -> BadRe
     where = [str(part) for part in first["loc"]]
     if document is None and where[:1] == ["documents"] and len(where) > 1:
         document, where = int(where[1]), where[2:]
-    return BadRequest(422, first["msg"], document, ".".join(where) or None)
+    message = first["msg"]
+    if not where and first["type"] in ("dict_type", "model_type"):  # a list of documents, or a string, as the body
+        message = ("a document is an object: {\"id\": ..., \"text\": ...}" if document is not None
+                   else "the body is an object: {\"documents\": [{\"id\": ..., \"text\": ...}, ...]}")
+    return BadRequest(422, message, document, ".".join(where) or None)
 
 
 def _check_names(names: list, limits: Limits, document: int | None) -> None:

@@ -125,6 +125,8 @@ def test_a_stream_gives_every_result_in_order(served, products):
 
 BAD_REQUESTS = [
     (b"{not json", 400, None, None),
+    ([{"id": "a", "text": "Red clog", "attributes": ["Color"]}], 422, None, None),  # the documents alone
+    ({"documents": ["Red clog"]}, 422, 0, None),
     ({"documents": "t00"}, 422, None, "documents"),
     ({"documents": []}, 422, None, "documents"),
     ({"documents": [{"id": "a", "text": "Red clog", "attributes": []}]}, 422, 0, "attributes"),
@@ -151,6 +153,15 @@ def test_bad_requests_get_a_4xx_that_names_the_place(served, products, body, sta
     error = answer.json()["error"]
     assert error["message"] and error.get("document") == document and error.get("field") == field
     assert _post(url, {"documents": products[:1]}).status_code == 200  # the server goes on
+
+
+def test_a_body_or_a_document_of_another_shape_is_told_what_to_send(served):
+    url, _ = served
+    documents = [{"id": "a", "text": "Red clog", "attributes": ["Color"]}]
+    assert _post(url, documents).json()["error"]["message"] == \
+        'the body is an object: {"documents": [{"id": ..., "text": ...}, ...]}'
+    assert _post(url, {"documents": ["Red clog"]}).json()["error"]["message"] == \
+        'a document is an object: {"id": ..., "text": ...}'
 
 
 def test_a_full_queue_answers_429(model, products):
