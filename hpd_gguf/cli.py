@@ -143,7 +143,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         files = input_files(docs)
     except InputError as error:
         _fail(str(error))
-    _check_output(output, resume, overwrite, columns_named=schema_ is not None or not is_stdin(docs))  # before the model loads
+    _check_output(output, resume, overwrite, columns_named=schema_ is not None or not is_stdin(docs))
     extractor = None
     if ray_address:
         extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,
@@ -191,7 +191,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
 
 
 def _check_output(output: str | None, resume: bool, overwrite: bool, columns_named: bool) -> None:
-    """Refuse an output that cannot be written, or would lose results, before any work
+    """Refuse an output that cannot be written, or would lose results, before the model loads
     (columns_named: the attributes of a table made now are known before the input is read)."""
     if resume and not output:
         _fail("--resume needs -o OUTPUT")

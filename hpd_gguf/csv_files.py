@@ -56,7 +56,7 @@ def read_header(path: Path) -> tuple[list[str], str]:
         return _header_row(path, f)
 
 
-def _header_row(name, f) -> tuple[list[str], str]:
+def _header_row(name: str | Path, f: IO[str]) -> tuple[list[str], str]:
     """read_header of the stream f, its first line read."""
     try:
         first = f.readline()
