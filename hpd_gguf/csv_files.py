@@ -38,15 +38,8 @@ def _delimiter(path: str | Path) -> str:
 
 def _open(path: Path):
     """The file as text: UTF-8, or UTF-16 where it starts with that byte-order mark (Excel's
-    "Unicode Text")."""
-    try:
-        with open_input(path) as f:
-            utf16 = f.read(2) in (b"\xff\xfe", b"\xfe\xff")
-    except DAMAGED:
-        utf16 = False  # the reading says what is wrong
-    # undecodable bytes kept as surrogates, so that only their row is refused
-    return open_input(path, text=True, encoding="utf-16" if utf16 else ENCODING, errors="surrogateescape",
-                      newline="")
+    "Unicode Text"); undecodable bytes kept as surrogates, so that only their row is refused."""
+    return open_input(path, text=True, encoding=ENCODING, errors="surrogateescape", newline="")
 
 
 def read_header(path: Path) -> tuple[list[str], str]:

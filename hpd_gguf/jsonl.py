@@ -20,6 +20,7 @@ from .schema import Document, InputError, Result, Schema, Task, make_task, valid
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
 INPUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", *CSV_SUFFIXES)  # what a folder's files are read by
+WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")  # refused with what to do instead
 STDIN = "-"  # documents from standard input, as a desktop tool or a pipe gives them
 
 
@@ -73,7 +74,7 @@ def parse_line(raw: bytes | None) -> dict:
     if isinstance(raw, ValueError):
         raise raw
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows Notepad's) is no part of the line
     except UnicodeDecodeError as error:
         raise ValueError(f"invalid UTF-8 at byte {error.start}") from None
     try:
@@ -101,6 +102,9 @@ def input_files(spec: str | Path) -> list[Path]:
         found = sorted(p for p in root.glob(str(path.relative_to(root))) if p.is_file())
     if not found:
         raise InputError(str(spec), "no input files found" + (" in this directory" if path.is_dir() else ""))
+    workbook = next((p for p in found if format_suffix(p) in WORKBOOKS), None)
+    if workbook:
+        raise InputError(str(workbook), "a workbook is not read directly: save the sheet as \"CSV UTF-8\" and give that .csv")
     parquet = next((p for p in found if p.suffix == ".parquet"), None)
     if parquet and importlib.util.find_spec("pyarrow") is None:
         raise InputError(str(parquet), "reading Parquet needs pyarrow (pip install pyarrow, or "

@@ -115,6 +115,24 @@ def test_gzip_compressed_inputs_read_as_plain_ones_and_a_cut_one_names_its_line(
     assert [str(i) for i in read_tasks(plain)] == [f"{plain}:1: {DAMAGED_MESSAGE}"]
 
 
+def test_files_from_windows_tools_utf16_or_with_a_byte_order_mark_are_read(tmp_path):
+    documents = [{"id": "é1", "text": "Café Crème, 500 g", "attributes": ["Brand"]}, json.loads(GOOD)]
+    lines = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents)
+    files = {"notepad.jsonl": b"\xef\xbb\xbf" + lines.encode(),  # UTF-8 with a byte-order mark
+             "powershell.jsonl": lines.encode("utf-16"),  # what Windows PowerShell's > writes
+             "big_endian.ndjson": b"\xfe\xff" + lines.encode("utf-16-be"),
+             "array.json": json.dumps(documents, indent=1, ensure_ascii=False).encode("utf-16"),
+             "dump.jsonl.gz": gzip.compress(lines.encode("utf-16"))}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        [path] = input_files(tmp_path / name)
+        assert [(t.id, t.document.text) for t in read_tasks(path)] == [("é1", "Café Crème, 500 g"), ("ok", "Crocs Classic Clog, Navy")]
+        assert count_documents(path) == 2
+    (tmp_path / "catalog.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(InputError, match=r'catalog\.xlsx: a workbook is not read directly: save the sheet as "CSV UTF-8"'):
+        input_files(tmp_path / "catalog.xlsx")
+
+
 def test_blank_lines_are_skipped_silently(tmp_path):
     _, items = _read(tmp_path, b"\n   \n" + GOOD + b"\r\n\n")
     assert [i.id for i in items] == ["ok"]
