@@ -175,11 +175,14 @@ class Schema(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> "Schema":
         """Read a schema file (README: the schema file)."""
+        from .files import open_input  # which imports InputError from here
+
         path = Path(path)
+        if not path.is_file():
+            raise InputError(str(path), "schema file not found")
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(str(path), "schema file not found") from None
+            with open_input(path, text=True, encoding="utf-8-sig") as f:  # Notepad's byte-order mark, UTF-16
+                raw = json.loads(f.read())
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             line = getattr(error, "lineno", None)
             raise InputError(f"{path}:{line}" if line else str(path), f"invalid schema JSON: {error}") from None

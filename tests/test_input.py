@@ -128,6 +128,8 @@ def test_files_from_windows_tools_utf16_or_with_a_byte_order_mark_are_read(tmp_p
         [path] = input_files(tmp_path / name)
         assert [(t.id, t.document.text) for t in read_tasks(path)] == [("é1", "Café Crème, 500 g"), ("ok", "Crocs Classic Clog, Navy")]
         assert count_documents(path) == 2
+    (tmp_path / "schema.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"Shoes": ["Brand"]}).encode())
+    assert [a.name for a in Schema.load(tmp_path / "schema.json").attributes_for("Shoes")] == ["Brand"]
     (tmp_path / "catalog.xlsx").write_bytes(b"PK\x03\x04")
     with pytest.raises(InputError, match=r'catalog\.xlsx: a workbook is not read directly: save the sheet as "CSV UTF-8"'):
         input_files(tmp_path / "catalog.xlsx")
