@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,15 +157,14 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     except InputError as error:
         _fail(str(error))
     stop = _Stop(extractor)
-    rejected: list[Rejected] = []
+    rejected = _Rejections()
 
     def tasks():
         for item in read_tasks(files, schema_, skip_ids=writer.done, refuse=writer.refuses):
             if stop.signal:
                 return
             if isinstance(item, Rejected):
-                _say(f"rejected {item}")
-                rejected.append(item)
+                rejected.add(item)
                 if strict:
                     return
                 continue
@@ -174,7 +174,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     outcome = _write_all(extract(tasks()), writer, _progress(files, len(writer.done)), source_name(docs), stop)
     seconds = time.perf_counter() - start
     _say(f"{outcome.written} documents in {seconds:.1f} s ({outcome.written / max(seconds, 1e-9):.2f} documents/s), "
-         f"{len(rejected)} lines rejected, {outcome.errors} documents failed")
+         f"{rejected.count} lines rejected{rejected.not_shown()}, {outcome.errors} documents failed")
     again = " ".join(["hpd-gguf"] + [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")] + ["--resume"])
     if outcome.unwritable:
         _fail(f"{output or '<stdout>'}: cannot write ({outcome.unwritable.strerror}); {outcome.written} documents "
@@ -184,10 +184,33 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     if stop.signal:
         _say(f"stopped; {outcome.written} documents written. To resume: {again}")
         sys.exit(128 + stop.signal)
-    if strict and rejected:
-        _fail(f"stopped at the first bad line ({rejected[0]})", EXIT_REJECTED)
-    if rejected:
+    if strict and rejected.count:
+        _fail(f"stopped at the first bad line ({rejected.first})", EXIT_REJECTED)
+    if rejected.count:
         sys.exit(EXIT_REJECTED)
+
+
+class _Rejections:
+    """Rejected lines: each said on stderr, but no more than SHOWN for one reason (a schema that
+    names no document's category would repeat one line per document); counted, not kept."""
+
+    SHOWN = 10
+
+    def __init__(self):
+        self.count, self.first, self.by_reason = 0, None, Counter()
+
+    def add(self, item: Rejected) -> None:
+        self.count += 1
+        self.first = self.first or item
+        self.by_reason[item.message] += 1
+        if self.by_reason[item.message] <= self.SHOWN:
+            _say(f"rejected {item}")
+        elif self.by_reason[item.message] == self.SHOWN + 1:
+            _say(f"rejected: more lines for the same reason, not shown ({item.message})")
+
+    def not_shown(self) -> str:
+        repeated = {reason: n for reason, n in self.by_reason.items() if n > self.SHOWN}
+        return "".join(f" ({n} of them: {reason})" for reason, n in repeated.items())
 
 
 def _check_output(output: str | None, resume: bool, overwrite: bool, columns_named: bool) -> None:

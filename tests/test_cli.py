@@ -108,12 +108,16 @@ def test_bad_lines_are_reported_and_the_rest_processed(model_path, tmp_path):
     docs.write_text('{"id": "a", "text": "Crocs Clog, Navy", "attributes": ["Color"]}\n'
                     'not json\n'
                     '{"id": "a", "text": "again", "attributes": ["Color"]}\n'
-                    '{"id": "b", "text": "Nike Air, Red", "attributes": ["Color"]}\n')
+                    '{"id": "b", "text": "Nike Air, Red", "attributes": ["Color"]}\n'
+                    + '{"id": 5.5, "text": "x"}\n' * 12)  # one reason, many lines: ten shown, all counted
     out = tmp_path / "out.jsonl"
     done = hpd("run", model_path, docs, "-o", out, "--max-value-tokens", "4")
     assert done.returncode == 2
     assert f"{docs}:2: invalid JSON" in done.stderr and f"{docs}:3: duplicate id 'a'" in done.stderr
-    assert "2 lines rejected" in done.stderr
+    fraction = "'id': value error, must be text or a whole number"
+    assert done.stderr.count(fraction) == 10 + 2 and f"{docs}:14: {fraction}" in done.stderr
+    assert f"rejected: more lines for the same reason, not shown ({fraction})" in done.stderr
+    assert f"14 lines rejected (12 of them: {fraction})" in done.stderr
     assert [r["id"] for r in lines(out)] == ["a", "b"]
     again = hpd("run", model_path, docs, "-o", out, "--strict", "--max-value-tokens", "4")
     assert again.returncode == 1 and f"{out} holds results already: --resume continues it, --overwrite " \
