@@ -63,7 +63,8 @@ class Scores:
     folded: Counts = field(default_factory=Counts)
     by_category: dict[str, Counts] = field(default_factory=lambda: defaultdict(Counts))
     by_attribute: dict[str, Counts] = field(default_factory=lambda: defaultdict(Counts))
-    missing: int = 0
+    missing: int = 0  # gold documents without a prediction
+    unmatched: int = 0  # predictions of no gold document
 
     def add(self, category: str, attribute: str, gold, accepted, predicted) -> None:
         exact = outcome(gold, accepted, predicted, False)
@@ -74,7 +75,7 @@ class Scores:
 
     def as_dict(self) -> dict:
         return {"overall": self.exact.as_dict(), "case_insensitive": self.folded.as_dict(),
-                "missing_predictions": self.missing,
+                "missing_predictions": self.missing, "predictions_without_gold": self.unmatched,
                 "by_category": {k: v.as_dict() for k, v in sorted(self.by_category.items())},
                 "by_attribute": {k: v.as_dict() for k, v in sorted(self.by_attribute.items())}}
 
@@ -88,6 +89,8 @@ class Scores:
         lines = [header, row("overall", self.exact), row("overall (case-insensitive)", self.folded)]
         if self.missing:
             lines.append(f"({self.missing} gold documents had no prediction; counted as null)")
+        if self.unmatched:
+            lines.append(f"({self.unmatched} predictions have an id no gold document has; not scored)")
         lines += ["", "by category", header] + [row(k, v) for k, v in sorted(self.by_category.items())]
         lines += ["", "by attribute", header] + [row(k, v) for k, v in sorted(self.by_attribute.items())]
         return "\n".join(lines)
@@ -119,7 +122,9 @@ def evaluate_files(gold_path: str | Path, pred_path: str | Path, min_confidence:
     for record in read_results(pred_path) if is_csv(pred_path) else load_jsonl(pred_path):
         if "id" in record and isinstance(record.get("values"), dict):
             predictions[str(record["id"])] = _confident(record, min_confidence)
-    return score(gold, predictions)
+    scores = score(gold, predictions)
+    scores.unmatched = len(predictions.keys() - {record["id"] for record in gold})
+    return scores
 
 
 def _confident(record: dict, min_confidence: float) -> dict:

@@ -352,6 +352,9 @@ def test_eval_scores_a_prediction_file(tmp_path):
     done = hpd("eval", gold, pred, "--json", tmp_path / "scores.json")
     assert done.returncode == 0 and "overall" in done.stdout
     assert json.loads((tmp_path / "scores.json").read_text())["overall"]["f1"] == 1.0
+    pred.write_text(pred.read_text() + json.dumps({"id": "p-2", "values": {"Brand": "Nike"}}) + "\n")
+    other_ids = hpd("eval", gold, pred)  # ids that differ (a prefix, numbers) are the usual mistake
+    assert other_ids.returncode == 0 and "(1 predictions have an id no gold document has; not scored)" in other_ids.stdout
     pred.write_text("{broken\n")
     bad = hpd("eval", gold, pred)
     assert bad.returncode == 1 and f"{pred}:1: invalid JSON" in bad.stderr
