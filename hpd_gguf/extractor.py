@@ -80,12 +80,13 @@ class Extractor:
 
     def submit(self, documents: Iterable[Document | dict | Task]) -> Job:
         """Hand documents to the engine; returns a Job at once (hpd modes)."""
-        return self.engine.submit(documents)
+        return self.engine.submit(_rows(documents))
 
     def extract(self, documents: Iterable[Document | dict | Task]) -> Iterator[Result]:
-        """Results in input order, each as soon as it and all before it are done."""
+        """Results in input order, each as soon as it and all before it are done.  `documents`:
+        dicts, Documents or Tasks, or a pandas DataFrame (a row each)."""
         start = time.perf_counter()
-        for result in self._results(documents):
+        for result in self._results(_rows(documents)):
             self.stats.documents += 1
             self.stats.seconds = time.perf_counter() - start
             yield result
@@ -124,3 +125,12 @@ class Extractor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _rows(documents):
+    """The documents a caller passed, a DataFrame's rows as dicts; one document alone refused."""
+    if isinstance(documents, (dict, Document, Task, str)):
+        raise TypeError("pass documents as a list (or any iterable), e.g. extract([document])")
+    if hasattr(documents, "columns") and hasattr(documents, "to_dict"):  # pandas
+        return documents.to_dict("records")
+    return documents

@@ -129,6 +129,16 @@ def test_progress_and_a_bad_document(engine_extractor, products):
         list(engine_extractor.submit(["Nike Air, Red"]))
 
 
+def test_a_dataframe_gives_a_document_per_row_and_one_document_alone_is_refused(engine_extractor, products):
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame(products[:3]).assign(id=[11, 12, 13])  # a column of numbers, as SKUs come
+    results = list(engine_extractor.extract(frame))
+    assert [r.id for r in results] == ["11", "12", "13"] and [list(r.values) for r in results] == \
+        [p["attributes"] for p in products[:3]]
+    with pytest.raises(TypeError, match=r"pass documents as a list .*extract\(\[document\]\)"):
+        next(engine_extractor.extract(products[0]))
+
+
 def test_async_for_inside_a_running_event_loop(engine_extractor, products):
     async def main():
         ticks = 0
