@@ -7,6 +7,7 @@
     GET  /health       200 once the model is loaded
     GET  /v1/models    the model served
     GET  /metrics      Prometheus text
+    GET  /docs         the API, to read and try (FastAPI's)
 
 Every request's documents go to the one engine, so concurrent callers share its decode steps.
 A caller that disconnects cancels its job; a full queue answers 429 with Retry-After; a bad
@@ -49,6 +50,15 @@ class ExtractRequest(BaseModel):
     documents: list[dict[str, Any]] = Field(min_length=1)
     attributes: list[str] | None = None
     stream: bool = False
+
+
+def _request_schema() -> dict:
+    """The body as /docs shows it (the endpoint parses it itself, to name a bad document's place)."""
+    schema = ExtractRequest.model_json_schema()
+    schema["properties"]["documents"]["items"] = Document.model_json_schema()
+    schema["example"] = {"documents": [{"id": "p01", "text": "Adidas Men's Ultraboost 22, Core Black, Size 10.5 US",
+                                        "attributes": ["Brand", "Color", "Size"]}]}
+    return schema
 
 
 class BadRequest(Exception):
@@ -98,7 +108,8 @@ def create_app(extractor: Extractor, model_name: str, api_key: str | None = None
     async def metrics():
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/extract", dependencies=guarded)
+    @app.post("/v1/extract", dependencies=guarded, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": _request_schema()}}}})
     async def extract(request: Request):
         body = await _read_body(request, limits.max_body_bytes)
         tasks, stream = _parse(body, extractor, limits)

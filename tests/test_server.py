@@ -69,6 +69,11 @@ def test_health_models_and_metrics(served):
                  "hpd_resident_documents"):
         assert name in metrics
     assert _metric(url, "hpd_documents_total") >= 1 and _metric(url, "hpd_tokens_per_second") > 0
+    body = httpx.get(f"{url}/openapi.json").json()["paths"]["/v1/extract"]["post"]["requestBody"]  # what /docs shows
+    schema = body["content"]["application/json"]["schema"]
+    assert {"id", "text", "category", "attributes"} <= set(schema["properties"]["documents"]["items"]["properties"])
+    example = schema["example"]
+    assert _post(url, example).json()["results"][0]["id"] == example["documents"][0]["id"]  # the example runs
 
 
 def test_eight_concurrent_clients_get_the_batch_values(served, products, sequential_reference):
