@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from contextlib import nullcontext
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -31,9 +32,20 @@ def is_csv(path: str | Path) -> bool:
     return format_suffix(path) in SUFFIXES
 
 
-def _delimiter(path: str | Path) -> str:
-    """What results are written with: tabs in a .tsv file, else commas."""
+def _delimiter(path: str | Path, first_line: str = "") -> str:
+    """What a results file is written with: tabs in a .tsv file, else commas, unless its first
+    line (`id` and the separator) says otherwise."""
+    if first_line[:2] == "id" and len(first_line) > 2 and first_line[2] in DELIMITERS:
+        return first_line[2]
     return "\t" if format_suffix(path) == ".tsv" else ","
+
+
+def results_delimiter(path: str | Path, inputs: list[Path]) -> str:
+    """The separator of a results table: a .csv one takes that of the first CSV input, so that
+    a spreadsheet whose list separator is `;` (Excel in much of Europe) opens it in columns as it
+    opened the input."""
+    first = next((p for p in inputs if is_csv(p)), None)
+    return read_header(first)[1] if first and format_suffix(path) == ".csv" else _delimiter(path)
 
 
 def _open(path: Path):
@@ -140,9 +152,10 @@ class CsvResultWriter:
     """Results as rows of a CSV (TSV for .tsv) file, like ResultWriter: each row complete and
     flushed; with resume, keeps the rows a previous run wrote (dropping a truncated last one)."""
 
-    def __init__(self, path: str | Path, attribute_names: Callable[[], list[str]], resume: bool = False):
+    def __init__(self, path: str | Path, attribute_names: Callable[[], list[str]], resume: bool = False,
+                 delimiter: str | None = None):
         self.path = Path(path)
-        self.delimiter = _delimiter(self.path)
+        self.delimiter = delimiter or _delimiter(self.path)
         self.done: set[str] = set()
         header = self._recover() if resume and self.path.exists() else None
         if header is None:
@@ -188,6 +201,10 @@ class CsvResultWriter:
                     read += len(raw)
                     yield raw.decode(ENCODING if read == len(raw) else "utf-8", errors="replace")
 
+        with open(self.path, "rb") as f:
+            first = f.readline()
+        if first.endswith(b"\n"):  # a header written whole: its separator, whatever the input's now
+            self.delimiter = _delimiter(self.path, first.decode(ENCODING, errors="replace"))
         reader = csv.reader(complete_lines(), delimiter=self.delimiter, strict=True)
         try:
             header = next(reader)
@@ -216,7 +233,8 @@ class CsvResultWriter:
 def read_results(path: str | Path) -> Iterator[dict]:
     """The results of a CSV file CsvResultWriter wrote, as JSON lines give them (an empty cell null)."""
     with open_input(path, text=True, encoding=ENCODING, newline="") as f:
-        reader = csv.reader(f, delimiter=_delimiter(path))
+        first = f.readline()
+        reader = csv.reader(itertools.chain([first], f), delimiter=_delimiter(path, first))
         header = next(reader, [])
         names = _attributes_in(header)
         if names is None:

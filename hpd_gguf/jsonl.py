@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from .csv_files import ENCODING as CSV_ENCODING, SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, header_of, \
-    is_csv, labeled_records, read_header
+    is_csv, labeled_records, read_header, results_delimiter
 from .files import DAMAGED, DAMAGED_MESSAGE, format_suffix, open_input
 from .json_arrays import ArrayResultWriter, array_items, is_json_array, starts_an_array
 from .schema import Document, InputError, Result, Schema, Task, make_task, validated
@@ -238,7 +238,8 @@ def open_results(path: str | Path | None, resume: bool, files: list[Path], schem
     JSON array (.json; JSON lines where resuming such a file), else JSON lines; standard output
     without a path."""
     if path and is_csv(path):
-        return CsvResultWriter(path, lambda: attribute_names(files, schema), resume=resume)
+        return CsvResultWriter(path, lambda: attribute_names(files, schema), resume=resume,
+                               delimiter=results_delimiter(path, files))
     if path and Path(path).suffix.lower() == ".json" and not (resume and _holds_json_lines(Path(path))):
         return ArrayResultWriter(path, resume=resume)
     return ResultWriter(path, resume=resume)

@@ -75,7 +75,7 @@ def test_csv_and_json_array_out_give_the_values_of_json_lines(model_path, tmp_pa
         assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "values.json").read_text()) == lines(tmp_path / "values.jsonl")  # one array
     with open(tmp_path / "values.csv", newline="", encoding="utf-8-sig") as f:
-        table = list(csv.DictReader(f))
+        table = list(csv.DictReader(f, delimiter=";"))  # the input table's separator
     names = list(dict.fromkeys(name for d in source for name in d["attributes"]))
     assert list(table[0]) == ["id", *names, *(f"{n} confidence" for n in names), "error"]
     for row, result, doc in zip(table, lines(tmp_path / "values.jsonl"), source, strict=True):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hpd_gguf.csv_files import CsvResultWriter
+from hpd_gguf.csv_files import CsvResultWriter, read_results
 from hpd_gguf.json_arrays import ArrayResultWriter
 from hpd_gguf.files import DAMAGED_MESSAGE
 from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, count_documents, input_files, open_results, read_tasks
@@ -291,31 +291,37 @@ def test_random_bytes_never_crash_the_csv_reader(tmp_path_factory, lines):
         assert isinstance(item, Rejected) and item.where.startswith(f"{path}:") or item.document.text.strip()
 
 
-def _csv_writer(out, resume=False, names=("Brand", "Color")):
-    return CsvResultWriter(out, lambda: list(names), resume=resume)
+def _csv_writer(out, resume=False, names=("Brand", "Color"), delimiter=None):
+    return CsvResultWriter(out, lambda: list(names), resume=resume, delimiter=delimiter)
 
 
-def test_csv_results_resume_after_the_last_complete_row(tmp_path):
+@pytest.mark.parametrize("delimiter", [",", ";"])  # ;: the input table's, as Excel in much of Europe writes
+def test_csv_results_resume_after_the_last_complete_row(tmp_path, delimiter):
     out = tmp_path / "values.csv"
-    writer = _csv_writer(out)
+    writer = _csv_writer(out, delimiter=delimiter)
     writer.write(Result(id="a", values={"Brand": "Crocs", "Color": None}, confidence={"Brand": 0.9123, "Color": 0.6}))
-    writer.write(Result(id='b "2",\nx', values={"Brand": None, "Color": None}, error="document too long"))
+    writer.write(Result(id='b "2",;\nx', values={"Brand": None, "Color": None}, error="document too long"))
     writer.close()
     whole = out.read_bytes()
     assert whole.decode("utf-8-sig").splitlines()[:2] == [
-        "id,Brand,Color,Brand confidence,Color confidence,error", "a,Crocs,,0.9123,0.6,"]
-    ids = ["a", 'b "2",\nx']
+        delimiter.join(["id", "Brand", "Color", "Brand confidence", "Color confidence", "error"]),
+        delimiter.join(["a", "Crocs", "", "0.9123", "0.6", ""])]
+    ids = ["a", 'b "2",;\nx']
     for cut in range(len(whole) + 1):  # a run killed at any byte
         out.write_bytes(whole[:cut])
-        writer = _csv_writer(out, resume=True)
+        writer = _csv_writer(out, resume=True, delimiter=delimiter)
         kept = ids[:len(writer.done)]
         assert writer.done == set(kept)
         writer.write(Result(id="c", values={"Brand": "Keds", "Color": "White"}))
         writer.close()
         with open(out, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            rows = list(csv.reader(f, delimiter=delimiter))
         assert rows[0] == ["id", "Brand", "Color", "Brand confidence", "Color confidence", "error"]
         assert [row[0] for row in rows[1:]] == kept + ["c"] and rows[-1] == ["c", "Keds", "White", "", "", ""]
+    assert [r["id"] for r in read_results(out)] == ids + ["c"]
+    writer = _csv_writer(out, resume=True, delimiter="\t")
+    writer.close()
+    assert writer.delimiter == delimiter  # the file's own, once its header is written
     assert writer.refuses(read_tasks_one("Size")) == "values.csv has no column for 'Size' (its columns were set when it was made)"
 
 
