@@ -302,7 +302,8 @@ def make_task(document: Document, schema: Schema | None) -> Task:
     else:
         attributes = schema.attributes_for(document.category) if schema else None
         if not attributes:
-            raise ValueError(f"no attributes given and no schema entry for category {document.category!r}")
+            raise ValueError(f"no attributes given and no schema entry for category {document.category!r}"
+                             + (_categories_hint(schema) if schema else " (no schema given)"))
     return Task(document=document, attributes=attributes)
 
 
@@ -322,3 +323,10 @@ def document_name(index: int, document) -> str:
     """How messages name an API caller's document: its place in the input, and its id."""
     identity = document.get("id") if isinstance(document, dict) else getattr(document, "id", None)
     return f"document {index}" + (f" (id {identity!r})" if isinstance(identity, (str, int)) else "")
+
+
+def _categories_hint(schema: Schema, shown: int = 8) -> str:
+    """What the schema has instead, as a typo or a renamed category needs it."""
+    names = [name for name in schema.categories if name != "*"]
+    listed = ", ".join(map(repr, names[:shown])) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    return f" (the schema has {listed}; \"*\" would take any other)" if names else ""
