@@ -145,6 +145,8 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     except InputError as error:
         _fail(str(error))
     _check_output(output, resume, overwrite, columns_named=schema_ is not None or not is_stdin(docs))
+    if is_stdin(docs) and sys.stdin.isatty():  # no pipe: a user waiting on a silent prompt otherwise
+        _say("reading documents typed here, a JSON object a line; Ctrl-D ends them")
     extractor = None
     if ray_address:
         extract = _on_ray(model, schema_, ray_address, workers, threads_per_worker, mode=mode, truncate=truncate,

@@ -148,6 +148,19 @@ def test_documents_from_standard_input_as_lines_an_array_or_a_table_and_a_missin
     assert missing.returncode == 1 and missing.stderr == f"error: {tmp_path / 'labeled.jsonl'}: file not found\n"
 
 
+def test_standard_input_at_a_terminal_says_what_it_waits_for(model_path):
+    terminal, typed_into = os.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "hpd_gguf", "run", str(model_path), "-", "--attributes", "Color",
+                                "--max-value-tokens", "3"], stdin=typed_into, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    os.write(terminal, b'{"id": "a", "text": "Nike Air, Red"}\n\x04')  # a line, then Ctrl-D
+    out, err = process.communicate(timeout=120)
+    os.close(terminal), os.close(typed_into)
+    assert process.returncode == 0, err
+    assert "reading documents typed here, a JSON object a line; Ctrl-D ends them" in err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["a"]
+
+
 def test_zero_documents(model_path, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
