@@ -48,10 +48,19 @@ case "$CPU" in
 esac
 key="${backend:-${GPU:-cpu}}-$key"
 
+wheel=$(ls "$WHEELS/$key"/llama_cpp_python-$LLAMA_VERSION-*.whl 2>/dev/null | head -n1 || true)
+for compiler in "${CC:-cc}" "${CXX:-c++}"; do  # before anything is made, where a build is needed
+    if [ -z "$wheel" ] && ! command -v "$compiler" >/dev/null; then
+        echo "building llama-cpp-python needs a C/C++ compiler, and $compiler is not found: install one" \
+             "(Debian/Ubuntu: sudo apt install build-essential; Fedora: sudo dnf install gcc-c++;" \
+             "macOS: xcode-select --install), or name it with CC and CXX" >&2
+        exit 1
+    fi
+done
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
-wheel=$(ls "$WHEELS/$key"/llama_cpp_python-$LLAMA_VERSION-*.whl 2>/dev/null | head -n1 || true)
 if [ -z "$wheel" ]; then
     echo "building llama-cpp-python $LLAMA_VERSION for $key (a few minutes, once)" >&2
     mkdir -p "$WHEELS/$key"

@@ -44,3 +44,13 @@ def test_a_slimmed_wheel_holds_each_library_once_and_still_loads_a_model(tmp_pat
                           env={**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) > 0
+
+
+def test_setup_without_a_compiler_says_what_to_install(tmp_path):
+    done = subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CXX": "no-such-c++", "HPD_GGUF_WHEELS": str(tmp_path / "wheels"),
+                               "HPD_GGUF_VENV": str(tmp_path / "venv")})
+    assert done.returncode == 1
+    assert done.stderr.startswith("building llama-cpp-python needs a C/C++ compiler, and no-such-c++ is not found")
+    assert "apt install build-essential" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "venv").exists()  # nothing made
