@@ -14,6 +14,12 @@ WHEELS=${HPD_GGUF_WHEELS:-$HOME/.cache/hpd-gguf/wheels}
 GPU=${HPD_GGUF_GPU:-}
 CPU=${HPD_GGUF_CPU:-native}
 
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "hpd-gguf needs Python 3.10 or newer, and $PYTHON is $("$PYTHON" --version 2>/dev/null || echo 'not found'):" \
+         "name another with PYTHON (PYTHON=python3.12 $0)" >&2
+    exit 1
+fi
+
 # What the build turns on. The wheel cache is keyed by it, so a CPU wheel is never reused where a
 # GPU one is asked for, nor a native wheel on another CPU. The multimodal library (llava/mtmd) is
 # never loaded by hpd-gguf, so it is not built.

@@ -54,3 +54,13 @@ def test_setup_without_a_compiler_says_what_to_install(tmp_path):
     assert done.stderr.startswith("building llama-cpp-python needs a C/C++ compiler, and no-such-c++ is not found")
     assert "apt install build-essential" in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "venv").exists()  # nothing made
+
+
+def test_setup_with_an_old_python_says_so_before_anything_is_built(tmp_path):
+    old = tmp_path / "python3.8"
+    old.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "Python 3.8.10" && exit 0\nexit 1\n')  # sys.exit(1)
+    old.chmod(0o755)
+    done = subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHON": str(old), "HPD_GGUF_VENV": str(tmp_path / "venv")})
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"hpd-gguf needs Python 3.10 or newer, and {old} is Python 3.8.10: name another")
