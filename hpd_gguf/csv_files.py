@@ -41,11 +41,12 @@ def _delimiter(path: str | Path, first_line: str = "") -> str:
 
 
 def results_delimiter(path: str | Path, inputs: list[Path]) -> str:
-    """The separator of a results table: a .csv one takes that of the first CSV input, so that
-    a spreadsheet whose list separator is `;` (Excel in much of Europe) opens it in columns as it
-    opened the input."""
+    """The separator of a results table: a .csv one is separated by `;` where the first CSV input
+    is, so that a spreadsheet whose list separator that is (Excel in much of Europe) opens it in
+    columns as it opened the input; else as _delimiter says."""
     first = next((p for p in inputs if is_csv(p)), None)
-    return read_header(first)[1] if first and format_suffix(path) == ".csv" else _delimiter(path)
+    semicolons = first is not None and format_suffix(path) == ".csv" and read_header(first)[1] == ";"
+    return ";" if semicolons else _delimiter(path)
 
 
 def _open(path: Path):

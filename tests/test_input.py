@@ -4,12 +4,13 @@ import gzip
 import io
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hpd_gguf.csv_files import CsvResultWriter, read_results
+from hpd_gguf.csv_files import CsvResultWriter, read_results, results_delimiter
 from hpd_gguf.json_arrays import ArrayResultWriter
 from hpd_gguf.files import DAMAGED_MESSAGE
 from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, count_documents, input_files, open_results, read_tasks
@@ -290,6 +291,16 @@ def test_random_bytes_never_crash_the_csv_reader(tmp_path_factory, lines):
     path.write_bytes(b"id,text\n" + b"\n".join(lines))
     for item in read_tasks(path, Schema.load_dict({"*": ["Brand"]})):
         assert isinstance(item, Rejected) and item.where.startswith(f"{path}:") or item.document.text.strip()
+
+
+def test_a_results_table_takes_semicolons_from_its_input_and_otherwise_its_suffixs_separator(tmp_path):
+    for name, header in (("semi.csv", "id;text\n"), ("tabs.tsv", "id\ttext\n"), ("commas.csv", "id,text\n")):
+        (tmp_path / name).write_text(header)
+    found = {name: [tmp_path / name] for name in ("semi.csv", "tabs.tsv", "commas.csv")}
+    assert results_delimiter("values.csv", found["semi.csv"]) == ";"  # Excel's, where ; is the list separator
+    assert results_delimiter("values.csv", found["tabs.tsv"]) == ","  # a tab-separated .csv opens in one column
+    assert results_delimiter("values.tsv", found["semi.csv"]) == "\t"
+    assert results_delimiter("values.csv", [Path("-")] + found["commas.csv"]) == ","
 
 
 def _csv_writer(out, resume=False, names=("Brand", "Color"), delimiter=None):
