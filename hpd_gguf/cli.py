@@ -178,6 +178,8 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     _say(f"{outcome.written} documents in {seconds:.1f} s ({outcome.written / max(seconds, 1e-9):.2f} documents/s), "
          f"{rejected.count} lines rejected{rejected.not_shown()}, {outcome.errors} documents failed")
     again = " ".join(["hpd-gguf"] + [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")] + ["--resume"])
+    if extractor is not None and (unmatched := extractor.runner.examples.unmatched_note()):
+        _say(f"note: {unmatched}")
     if outcome.unwritable:
         _fail(f"{output or '<stdout>'}: cannot write ({outcome.unwritable.strerror}); {outcome.written} documents "
               f"written. To resume once it can be written: {again}")

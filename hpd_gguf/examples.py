@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .jsonl import load_labeled_lines
-from .schema import Example, InputError, Task, folded, validated
+from .schema import Example, InputError, Task, folded, listed, validated
 from .settings import Settings
 
 
@@ -70,6 +70,7 @@ class ExamplePicker:
         self._groups: dict[str, list[Group]] = {}  # category -> its groups
         self._picked: dict[tuple, list[int]] = {}  # (category, names, group) -> picked, in the pool
         self._texts: dict[str, list[str]] = defaultdict(list)  # the examples' texts, folded
+        self.unmatched: dict[str, None] = {}  # categories asked for that have none, as written
         for example in examples:
             category = folded(example.category or "")
             self.by_category[category].append(example)
@@ -81,6 +82,8 @@ class ExamplePicker:
         category = folded(document.category or "")  # as the schema matches it: case and spacing aside
         pool = self.by_category.get(category) if self.k > 0 else None
         if not pool:
+            if self.by_category and self.k > 0:
+                self.unmatched.setdefault(document.category or "(none)")
             return None
         text = folded(document.text)
         leaked = {i for i, e in enumerate(pool) if e.id == document.id or self._texts[category][i] == text}
@@ -96,6 +99,15 @@ class ExamplePicker:
                 self._picked[key] = _covering_from(pool, group.members, task.names, self.k, leaked)
             picked = self._picked[key]
         return _shown([pool[i] for i in picked], task.names)
+
+    def unmatched_note(self) -> str | None:
+        """Which categories found no labeled examples (a typo, another name), and what the
+        examples' categories are; None when every category found its own."""
+        if not self.unmatched:
+            return None
+        have = sorted({e.category for pool in self.by_category.values() for e in pool})
+        return (f"no labeled examples for category {listed(list(self.unmatched))}, whose documents were shown "
+                f"the generic ones (the labeled documents' categories: {listed(have)})")
 
     def _nearest_group(self, category: str, text: str) -> Group:
         pool = self.by_category[category]

@@ -325,8 +325,12 @@ def document_name(index: int, document) -> str:
     return f"document {index}" + (f" (id {identity!r})" if isinstance(identity, (str, int)) else "")
 
 
-def _categories_hint(schema: Schema, shown: int = 8) -> str:
+def _categories_hint(schema: Schema) -> str:
     """What the schema has instead, as a typo or a renamed category needs it."""
     names = [name for name in schema.categories if name != "*"]
-    listed = ", ".join(map(repr, names[:shown])) + (f" and {len(names) - shown} more" if len(names) > shown else "")
-    return f" (the schema has {listed}; \"*\" would take any other)" if names else ""
+    return f" (the schema has {listed(names)}; \"*\" would take any other)" if names else ""
+
+
+def listed(names: list[str], shown: int = 8) -> str:
+    """Names for a message: the first `shown`, then how many more."""
+    return ", ".join(map(repr, names[:shown])) + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -203,12 +203,16 @@ def test_run_with_examples_leaves_out_the_document_itself(model, model_path, tmp
                                                          "category": example.category, "attributes": ["Brand"]}))
         before_its_text = _text(model, prompt.tokens[:prompt.head_end])
         assert example.text not in before_its_text and "Product:" in before_its_text
-    out = tmp_path / "out.jsonl"
-    run = subprocess.run([sys.executable, "-m", "hpd_gguf", "run", str(model_path), str(EXAMPLES), "-o", str(out),
+    out, docs = tmp_path / "out.jsonl", tmp_path / "docs.jsonl"
+    docs.write_text(EXAMPLES.read_text() + json.dumps({"id": "b1", "text": "Bic Sport Kayak", "category": "Boats"}) + "\n")
+    run = subprocess.run([sys.executable, "-m", "hpd_gguf", "run", str(model_path), str(docs), "-o", str(out),
                           "--examples", str(EXAMPLES), "--max-value-tokens", str(MAX_VALUE_TOKENS),
                           "--attributes", "Brand,Color"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [f"e{i}" for i in range(1, 7)]
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [f"e{i}" for i in range(1, 7)] + ["b1"]
+    have = ", ".join(map(repr, sorted({e.category for e in read_examples(EXAMPLES)})))
+    assert f"note: no labeled examples for category 'Boats', whose documents were shown the generic ones " \
+           f"(the labeled documents' categories: {have})" in run.stderr  # a typo, or another name
 
 
 def test_documents_listing_the_same_attributes_in_another_order_share_their_head(model, products):
