@@ -192,10 +192,12 @@ def run_mode(model: Model, tasks: list[Task], mode: str, schema: Schema | None =
 def run_bench(model_path: Path, docs_path: str, modes: list[str], limit: int | None = None,
               gold: bool = False, scaling: bool = False, sweep: bool = False, log=print,
               interleaved: bool = False, schema: Schema | None = None, sweep_grid: dict | None = None,
-              known_prefill: tuple[float, float] | None = None, **settings) -> Report:
+              known_prefill: tuple[float, float] | None = None,
+              documents: tuple[list[dict], list[Task]] | None = None, **settings) -> Report:
     """The modes (then the scaling table and the sweep, when asked) on the same documents.
-    `known_prefill`: (tokens/s, cost of logits) measured before on this model, not measured again."""
-    records, tasks = read_documents(docs_path, schema, interleaved, limit, gold)
+    `known_prefill`: (tokens/s, cost of logits) measured before on this model, not measured again;
+    `documents`: read_documents' of docs_path, read before (as the CLI does, before the model loads)."""
+    records, tasks = documents or read_documents(docs_path, schema, interleaved, limit, gold)
     if scaling:
         scaling_names(tasks, max(SCALING_WIDTHS))  # fail now, not after the modes have run
     chosen = Settings(**settings)

@@ -58,6 +58,8 @@ def _load_schema(schema: str | None, attributes: str | None, examples: str | Non
     return loaded
 
 
+attributes_option = click.option("--attributes", help='Attributes for documents that name none, e.g. "Brand,Color".')
+schema_option = click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
 examples_option = click.option("--examples", type=click.Path(dir_okay=False),
                                help="Labeled documents: JSONL (id, text, category, gold or values) or a CSV "
                                     "table (id, text, category, a column per attribute): worked examples per category.")
@@ -117,8 +119,8 @@ class _Stop:
               help="Output: JSON lines, one JSON array for a .json name, or CSV (TSV) for a .csv (.tsv) name "
                    "[default: stdout, JSON lines].")
 @click.option("--mode", type=click.Choice(MODES), default=Settings.mode, show_default=True)
-@click.option("--attributes", help='Attributes for every document, e.g. "Brand,Color".')
-@click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
+@attributes_option
+@schema_option
 @examples_option
 @click.option("--strict", is_flag=True, help="Stop at the first bad input line.")
 @click.option("--resume", is_flag=True, help="Keep the output's complete lines and skip their ids.")
@@ -317,8 +319,8 @@ def _progress(files: list[Path], already_done: int):
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
 @click.option("--api-key", envvar="HPD_GGUF_API_KEY", help="Bearer key callers must send (needed off loopback).")
 @click.option("--mode", type=click.Choice(["hpd", "hpd-static"]), default=Settings.mode, show_default=True)
-@click.option("--attributes", help='Attributes for documents that name none, e.g. "Brand,Color".')
-@click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
+@attributes_option
+@schema_option
 @examples_option
 @with_model_options
 def serve(model, host, port, api_key, mode, attributes, schema, examples, **settings):
@@ -403,8 +405,8 @@ def models_pull(name, optimize):
 @click.option("--interleave", is_flag=True, help="Take the categories in turn (before --limit).")
 @click.option("--modes", default="naive,sequential,json,hpd-static,hpd", show_default=True)
 @click.option("--gold", is_flag=True, help="Also score each mode against the file's gold values.")
-@click.option("--attributes", help='Attributes for documents that name none, e.g. "Brand,Color".')
-@click.option("--schema", type=click.Path(dir_okay=False), help="JSON: category -> attributes.")
+@attributes_option
+@schema_option
 @examples_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the figures as JSON.")
 @click.option("--scaling", is_flag=True, help="Also run the hpd scaling table.")
@@ -422,12 +424,12 @@ def bench(model, docs, limit, interleave, modes, gold, attributes, schema, examp
         _fail(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     try:
         schema = _load_schema(schema, attributes, examples)
-        read_documents(docs, schema, interleave, limit, gold)  # a bad line stops here, before the model loads
+        documents = read_documents(docs, schema, interleave, limit, gold)  # a bad line stops here, before the model loads
         path = models.resolve(model, _say, shows_labeled_examples(schema, settings["examples_per_category"]))
     except (models.ModelError, InputError) as error:
         _fail(str(error))
-    report = run_bench(path, docs, chosen, limit=limit, gold=gold, scaling=scaling, sweep=sweep, log=_say,
-                       interleaved=interleave, schema=schema, **settings)
+    report = run_bench(path, docs, chosen, documents=documents, gold=gold, scaling=scaling, sweep=sweep, log=_say,
+                       schema=schema, **settings)
     click.echo(report.table())
     if json_out:
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2))

@@ -202,11 +202,12 @@ class CsvResultWriter:
                     read += len(raw)
                     yield raw.decode(ENCODING if read == len(raw) else "utf-8", errors="replace")
 
-        with open(self.path, "rb") as f:
-            first = f.readline()
-        if first.endswith(b"\n"):  # a header written whole: its separator, whatever the input's now
-            self.delimiter = _delimiter(self.path, first.decode(ENCODING, errors="replace"))
-        reader = csv.reader(complete_lines(), delimiter=self.delimiter, strict=True)
+        lines = complete_lines()
+        first = next(lines, None)
+        if first is None:  # not even the header was written whole
+            return None
+        self.delimiter = _delimiter(self.path, first)  # the header's, whatever the input's now
+        reader = csv.reader(itertools.chain([first], lines), delimiter=self.delimiter, strict=True)
         try:
             header = next(reader)
         except (StopIteration, csv.Error):

@@ -108,6 +108,7 @@ def score(gold_records: list[dict], predictions: dict[str, dict]) -> Scores:
         for attribute in record.get("attributes") or list(record["gold"]):
             scores.add(record.get("category") or "-", attribute, record["gold"].get(attribute),
                        gold_all.get(attribute) or [], values.get(attribute))
+    scores.unmatched = len(predictions.keys() - {record["id"] for record in gold_records})
     return scores
 
 
@@ -122,9 +123,7 @@ def evaluate_files(gold_path: str | Path, pred_path: str | Path, min_confidence:
     for record in read_results(pred_path) if is_csv(pred_path) else load_jsonl(pred_path):
         if "id" in record and isinstance(record.get("values"), dict):
             predictions[str(record["id"])] = _confident(record, min_confidence)
-    scores = score(gold, predictions)
-    scores.unmatched = len(predictions.keys() - {record["id"] for record in gold})
-    return scores
+    return score(gold, predictions)
 
 
 def _confident(record: dict, min_confidence: float) -> dict:
