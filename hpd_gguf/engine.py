@@ -4,9 +4,9 @@
     job = engine.submit(documents)       # returns at once
     for result in job: ...               # or `async for`; job.cancel(); job.progress
 
-While there is work, a thread repeats: intake (documents from every job, in turn, into the
-scheduler's waiting queue; cancelled documents out) then `step()` (plan one batch, decode it,
-choose each branch's next token, hand finished documents to their jobs).  The run-wide
+While there is work, a thread repeats: intake (documents from every job's input, in turn, into
+the scheduler's waiting queue; cancelled documents out) then `step()` (plan one batch, decode
+it, choose each branch's next token, hand finished documents to their jobs).  The run-wide
 preamble is decoded once, when the engine first runs, and stays for its life (hpd); each job
 then orders its own results.
 """
@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Iterable
 
+from .feed import BROKEN, DOCUMENT, END
 from .jobs import Job, QueueFull
 from .kv import PREAMBLE_SEQ, KVCache
 from .llama import Batch, Context
@@ -24,6 +25,9 @@ from .runner import ModelRunner, null_values
 from .scheduler import WAITING_PER_RESIDENT, Limits, Scheduler
 from .schema import Result
 from .sequence import Branch, DocumentState
+
+INPUT_GAP_S = 0.02  # with documents in flight, the longest wait for a job's next document
+IDLE_POLL_S = 0.1  # with none, how often stop() and cancel() are looked for while input is awaited
 
 
 class Engine:
@@ -40,6 +44,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._order = itertools.count()
+        self._input_came = threading.Event()
         self.busy_seconds = 0.0  # time spent in steps
         self.documents_done = 0
         self.values_done = 0
@@ -47,9 +52,9 @@ class Engine:
     # the callers' side
     def submit(self, documents: Iterable) -> Job:
         """Start extracting `documents` (dicts, Documents or Tasks); returns at once.  A list
-        larger than the free room in the queue raises QueueFull; an iterator is read as the
-        engine makes room, on the engine's thread."""
-        job = Job(documents)
+        larger than the free room in the queue raises QueueFull; an iterator is read ahead on a
+        thread of its own, as the engine makes room."""
+        job = Job(documents, self._wanted_waiting(), on_document=self._input_came.set)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the engine is closed")
@@ -154,23 +159,34 @@ class Engine:
             2 * s.batch_tokens
 
     def _intake(self) -> None:
-        """Drop cancelled documents and those of stopped jobs not begun; read documents from the
-        jobs in turn until twice the resident documents wait."""
+        """Drop the documents no caller waits for, and those of stopped jobs not begun; take
+        documents from the jobs' inputs in turn until twice the resident documents wait.  With
+        documents in flight, a job's input is waited for INPUT_GAP_S at most (a file's next line
+        comes in well under a millisecond, so only a slow source waits that long); with none,
+        until a document comes."""
         if self._closed:
             for doc in self.scheduler.documents():
                 doc.job.cancel()
-        for doc in [d for d in self.scheduler.documents() if d.job.cancelled]:
+        for doc in [d for d in self.scheduler.documents() if not d.job.wants(d.index)]:
             self.scheduler.cancel(doc)
         for job in {d.job for d in self.scheduler.documents()} | set(self._jobs):
             if job.stopping:  # once: no document the cut keeps comes after it
                 job.stopping = False
                 self._end_input(job)
         with self._lock:
-            self._jobs = [j for j in self._jobs if not (j.exhausted or j.cancelled or j.finished)]
+            for job in [j for j in self._jobs if j.exhausted or not j.wants(j.read)]:
+                job.input.close()
+                self._jobs.remove(job)
             jobs = list(self._jobs)
-        want = WAITING_PER_RESIDENT * self.runner.settings.max_resident
-        while jobs and len(self.scheduler.waiting) < want:
+        self._input_came.clear()
+        if jobs and self.scheduler.idle and not any(job.input.ready for job in jobs):
+            self._input_came.wait(IDLE_POLL_S)
+            return
+        while jobs and len(self.scheduler.waiting) < self._wanted_waiting():
             jobs = [job for job in jobs if self._read_one(job)]
+
+    def _wanted_waiting(self) -> int:
+        return WAITING_PER_RESIDENT * self.runner.settings.max_resident
 
     def _end_input(self, job: Job) -> None:
         """A stopped job ends after its last document begun (or delivered): the documents after
@@ -181,14 +197,13 @@ class Engine:
         job.input_ended(at=last + 1)
 
     def _read_one(self, job: Job) -> bool:
-        """Take the job's next document into the waiting queue; False when the job has no more."""
-        try:
-            document = next(job.documents)
-        except StopIteration:
+        """Take the job's next document into the waiting queue; False when it has none now."""
+        found, document = job.input.take(INPUT_GAP_S)
+        if found == END:
             job.input_ended()
-            return False
-        except Exception as error:  # the caller's iterator broke: what came before stands
-            job.fail(error, at=job.read)
+        elif found == BROKEN:  # the caller's iterator broke: what came before stands
+            job.fail(document, at=job.read)
+        if found != DOCUMENT:
             return False
         index, job.read = job.read, job.read + 1
         try:
@@ -239,6 +254,7 @@ class Engine:
         with self._lock:
             for job in self._jobs:
                 lost.setdefault(job, job.read)
+                job.input.close()
             self._jobs, self._thread = [], None
         for job, index in lost.items():
             job.fail(error, at=index)

@@ -11,8 +11,9 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
+from .feed import Feed
 from .schema import Result
 
 
@@ -38,10 +39,10 @@ class Progress:
 class Job:
     _ids = itertools.count(1)
 
-    def __init__(self, documents: Iterable):
+    def __init__(self, documents: Iterable, read_ahead: int = 1, on_document: Callable[[], None] = lambda: None):
         self.id = next(Job._ids)
         self.total = len(documents) if hasattr(documents, "__len__") else None
-        self.documents: Iterator = iter(documents)  # read by the engine's thread only
+        self.input = Feed(documents, read_ahead, on_document)  # taken by the engine's thread only
         self.read = 0  # documents taken from the input so far
         self.exhausted = False
         self.stopping = False  # set by stop() until the engine ends the job's input
@@ -111,6 +112,12 @@ class Job:
     def finished(self) -> bool:
         with self._lock:
             return self._finished()
+
+    def wants(self, index: int) -> bool:
+        """Whether the caller still waits for the result of document `index` (not after the job
+        failed or was cancelled before it)."""
+        with self._lock:
+            return self._error is None or index < self._error_at
 
     # the engine's side
     def deliver(self, index: int, result: Result) -> None:

@@ -134,11 +134,14 @@ def _records(path: Path) -> Iterator[tuple[str, dict | ValueError]]:
 def _stdin_records() -> Iterator[tuple[str, dict | ValueError]]:
     """What _records gives for standard input, which a pipe fills with JSON lines, one JSON array
     (an API's answer) or a CSV table (a first row naming `id` and `text`): told by its first
-    line that is not blank (a table's is its first), read, then put back ahead of the rest."""
+    line that is not blank (a table's is its first), read, then put back ahead of the rest.
+    Read through a reader of its own, not sys.stdin: the engine reads on a thread that may
+    still wait for a line as the program exits, where Python would abort on sys.stdin's lock."""
+    stdin = io.BufferedReader(io.FileIO(sys.stdin.fileno(), "rb", closefd=False))
     head = b""
-    while not head.strip() and (line := sys.stdin.buffer.readline(MAX_LINE_BYTES)):
+    while not head.strip() and (line := stdin.readline(MAX_LINE_BYTES)):
         head += line
-    stream = io.BufferedReader(_Replayed(head, sys.stdin.buffer))
+    stream = io.BufferedReader(_Replayed(head, stdin))
     name = Path(source_name(STDIN))
     if starts_an_array(head):
         yield from array_items(name, stream.read())
@@ -149,9 +152,10 @@ def _stdin_records() -> Iterator[tuple[str, dict | ValueError]]:
 
 
 class _Replayed(io.RawIOBase):
-    """A stream whose first bytes were read already, then the rest of it."""
+    """A stream whose first bytes were read already, then the rest of it, as it comes (a line
+    piped in is read without waiting for more)."""
 
-    def __init__(self, head: bytes, rest: IO[bytes]):
+    def __init__(self, head: bytes, rest: io.BufferedReader):
         self._head, self._rest = head, rest
 
     def readable(self) -> bool:
@@ -159,7 +163,7 @@ class _Replayed(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         if not self._head:
-            return self._rest.readinto(buffer)
+            return self._rest.readinto1(buffer)
         n = min(len(buffer), len(self._head))
         buffer[:n], self._head = self._head[:n], self._head[n:]
         return n

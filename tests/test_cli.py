@@ -1,6 +1,7 @@
 """The command line end to end, on the real tiny model."""
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -148,17 +149,30 @@ def test_documents_from_standard_input_as_lines_an_array_or_a_table_and_a_missin
     assert missing.returncode == 1 and missing.stderr == f"error: {tmp_path / 'labeled.jsonl'}: file not found\n"
 
 
-def test_standard_input_at_a_terminal_says_what_it_waits_for(model_path):
-    terminal, typed_into = os.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "hpd_gguf", "run", str(model_path), "-", "--attributes", "Color",
-                                "--max-value-tokens", "3"], stdin=typed_into, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    os.write(terminal, b'{"id": "a", "text": "Nike Air, Red"}\n\x04')  # a line, then Ctrl-D
-    out, err = process.communicate(timeout=120)
-    os.close(terminal), os.close(typed_into)
-    assert process.returncode == 0, err
-    assert "reading documents typed here, a JSON object a line; Ctrl-D ends them" in err
-    assert [json.loads(line)["id"] for line in out.splitlines()] == ["a"]
+def test_standard_input_at_a_terminal_says_what_it_waits_for_and_answers_each_line(model_path):
+    """Each line typed is answered before the next comes; Ctrl-D ends the documents and Ctrl-C,
+    while a line is awaited, stops the run cleanly (the reader still waits on the terminal)."""
+    for end in (b"\x04", signal.SIGINT):
+        terminal, typed_into = os.openpty()
+        process = subprocess.Popen([sys.executable, "-m", "hpd_gguf", "run", str(model_path), "-", "--attributes",
+                                    "Color", "--max-value-tokens", "3"], stdin=typed_into, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        os.write(terminal, b'{"id": "a", "text": "Nike Air, Red"}\n')
+        assert select.select([process.stdout], [], [], 120)[0], "the line typed was not answered"
+        assert json.loads(process.stdout.readline())["id"] == "a"
+        if end == signal.SIGINT:
+            process.send_signal(end)
+        else:
+            os.write(terminal, b'{"id": "b", "text": "Nike Air, Blue"}\n' + end)
+        out, err = process.communicate(timeout=120)
+        os.close(terminal), os.close(typed_into)
+        assert "reading documents typed here, a JSON object a line; Ctrl-D ends them" in err
+        if end == signal.SIGINT:
+            assert process.returncode == 128 + signal.SIGINT and "stopped; 1 documents written" in err, err
+            assert out == "" and "Fatal" not in err
+        else:
+            assert process.returncode == 0, err
+            assert [json.loads(line)["id"] for line in out.splitlines()] == ["b"]
 
 
 def test_zero_documents(model_path, tmp_path):

@@ -4,6 +4,7 @@ import gzip
 import io
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -242,7 +243,9 @@ def test_csv_rows_are_documents_and_bad_rows_name_their_line(tmp_path):
 
 
 def _piped(monkeypatch, data: bytes):
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    piped = tempfile.TemporaryFile()  # standard input is read by its file descriptor
+    piped.write(data), piped.seek(0)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(piped))
     return [str(item) if isinstance(item, Rejected) else item.id for item in read_tasks("-", Schema.load_dict({"*": ["Brand"]}))]
 
 

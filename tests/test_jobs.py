@@ -169,3 +169,37 @@ def test_a_stopped_extract_in_a_reference_mode_ends_after_the_document_under_way
     first = next(results)
     extractor.stop()
     assert [first.id] + [r.id for r in results] == [products[0]["id"]]
+
+
+def test_a_slow_source_holds_up_no_document_and_a_broken_one_keeps_what_came_before(engine_extractor, products):
+    """A generator (a pipe, a network) that waits between documents: each is decoded as it
+    comes, not when the next one does; stop() and cancel() end a job whose source waits."""
+    came = threading.Event()
+
+    def source(then_raise: bool):
+        yield products[0]
+        came.wait(60)  # until the first result is out (it held up the first before)
+        yield products[1]
+        if then_raise:
+            raise OSError("the connection was reset")
+        came.wait(60)
+
+    start = time.time()
+    results = iter(engine_extractor.submit(source(then_raise=True)))
+    assert next(results).id == products[0]["id"] and time.time() - start < 30
+    came.set()
+    assert next(results).id == products[1]["id"]
+    with pytest.raises(OSError, match="the connection was reset"):
+        next(results)
+    came.clear()
+    waiting = engine_extractor.submit(source(then_raise=False))
+    assert next(iter(waiting)).id == products[0]["id"]
+    waiting.stop()  # Ctrl-C in `hpd-gguf run -` while nothing more is typed
+    assert list(waiting) == [] and waiting.progress.total == 1
+    cancelled = engine_extractor.submit(source(then_raise=False))
+    assert next(iter(cancelled)).id == products[0]["id"]
+    cancelled.cancel()
+    with pytest.raises(JobCancelled):
+        next(iter(cancelled))
+    wait_until_idle(engine_extractor.engine)
+    came.set()  # the sources' readers end
