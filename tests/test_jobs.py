@@ -120,11 +120,14 @@ def test_progress_and_a_bad_document(engine_extractor, products):
     assert len(list(job)) == 4
     progress = job.progress
     assert (progress.done, progress.total) == (4, 4) and progress.documents_per_second > 0
-    bad = engine_extractor.submit(products[:2] + [{"id": "x", "text": 7}])
+    done = engine_extractor.engine.documents_done
+    bad = engine_extractor.submit(products[:2] + [{"id": "x", "text": 7}] + products[2:12])
     results = iter(bad)
     assert [next(results).id, next(results).id] == ["t00", "t01"]  # what came before stands
     with pytest.raises(ValueError, match=r"^document 2 \(id 'x'\): 'text': input should be a valid string$"):
         next(results)
+    wait_until_idle(engine_extractor.engine)
+    assert engine_extractor.engine.documents_done - done == 2  # none after it was decoded for nothing
     with pytest.raises(ValueError, match=r"^document 0: a document is a dict or an hpd_gguf.Document, not str$"):
         list(engine_extractor.submit(["Nike Air, Red"]))
 
