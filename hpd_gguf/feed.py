@@ -68,7 +68,7 @@ class Feed:
                 if not self._put((DOCUMENT, document)):
                     return
             self._put((END, None))
-        except Exception as error:  # the caller's iterator broke: what came before stands
+        except BaseException as error:  # the caller's iterator broke (even by sys.exit): what came before stands
             self._put((BROKEN, error))
 
     def _put(self, item: tuple[str, object]) -> bool:
