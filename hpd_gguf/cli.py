@@ -20,8 +20,9 @@ from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .examples import read_examples
 from .csv_files import is_csv
-from .files import compressed
-from .jsonl import Rejected, count_documents, input_files, is_stdin, open_results, read_tasks, source_name
+from .files import compressed, format_suffix
+from .jsonl import WORKBOOKS, Rejected, count_documents, input_files, is_stdin, open_results, read_tasks, \
+    source_name
 from .llama import LlamaError, physical_cores
 from .schema import InputError, Schema
 from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields, resident_cells, shows_labeled_examples
@@ -143,7 +144,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
     An OUTPUT ending in .json is one array; in .csv or .tsv, a table with a column per attribute."""
     try:
         schema_ = _load_schema(schema, attributes, examples)
-        files = input_files(docs)
+        files = input_files(docs, output)
     except InputError as error:
         _fail(str(error))
     _check_output(output, resume, overwrite, columns_named=schema_ is not None or not is_stdin(docs))
@@ -230,6 +231,12 @@ def _check_output(output: str | None, resume: bool, overwrite: bool, columns_nam
         return
     if compressed(output):
         _fail(f"{output}: results are written plain, a line at a time (compress them afterwards): name it without .gz")
+    if format_suffix(output) == ".parquet":
+        _fail(f"{output}: results are written a line at a time, so that a stopped run keeps them, which Parquet "
+              "cannot be: name it .jsonl, .json or .csv (pandas.read_csv(\"values.csv\").to_parquet(...) converts "
+              "a table afterwards)")
+    if format_suffix(output) in WORKBOOKS:
+        _fail(f"{output}: results are not written as a workbook: name it .csv, which a spreadsheet opens")
     if not os.access(Path(output).absolute().parent, os.W_OK):
         _fail(f"{output}: cannot write there (no such folder, or not writable)")
     holds_results = Path(output).is_file() and Path(output).stat().st_size > 0

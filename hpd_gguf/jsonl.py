@@ -86,10 +86,11 @@ def parse_line(raw: bytes | None) -> dict:
     return value
 
 
-def input_files(spec: str | Path) -> list[Path]:
+def input_files(spec: str | Path, output: str | Path | None = None) -> list[Path]:
     """A file, a glob or a directory of .jsonl, .json, .csv, .tsv or .parquet files (any but Parquet
     may be gzip-compressed, .gz), in name order; - for standard input.  A CSV file without the
-    columns id and text, or Parquet without pyarrow, is refused here, before any work."""
+    columns id and text, or Parquet without pyarrow, is refused here, before any work; so is the
+    output named as the input.  A directory or glob that holds the output leaves it out."""
     if is_stdin(spec):
         return [Path(STDIN)]
     path = Path(spec)
@@ -100,8 +101,14 @@ def input_files(spec: str | Path) -> list[Path]:
     else:
         root = Path(path.anchor) if path.is_absolute() else Path()
         found = sorted(p for p in root.glob(str(path.relative_to(root))) if p.is_file())
+    if output is not None and Path(output).exists():
+        if path.is_file() and os.path.samefile(path, output):
+            raise InputError(str(spec), f"is the output too (-o {output}): the results would replace the "
+                                        "documents; name another output")
+        found = [p for p in found if not os.path.samefile(p, output)]
     if not found:
-        raise InputError(str(spec), "no input files found" + (" in this directory" if path.is_dir() else ""))
+        raise InputError(str(spec), "no input files found" + (" in this directory" if path.is_dir() else "")
+                         + (f" but the output, {output}" if output is not None and Path(output).exists() else ""))
     workbook = next((p for p in found if format_suffix(p) in WORKBOOKS), None)
     if workbook:
         raise InputError(str(workbook), "a workbook is not read directly: save the sheet as \"CSV UTF-8\" and give that .csv")

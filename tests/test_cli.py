@@ -208,9 +208,34 @@ def test_settings_and_an_output_folder_that_is_not_there_are_refused_before_any_
     packed = hpd("run", model_path, DATA / "products20.jsonl", "-o", tmp_path / "values.jsonl.gz")
     assert packed.returncode == 1 and "values.jsonl.gz: results are written plain" in packed.stderr
     assert packed.stderr.count("\n") == 1, packed.stderr  # before the model loads
+    for binary, said in [("values.parquet", "which Parquet cannot be"), ("values.xlsx", "name it .csv")]:
+        refused = hpd("run", model_path, DATA / "products20.jsonl", "-o", tmp_path / binary)
+        assert refused.returncode == 1 and said in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+        assert not (tmp_path / binary).exists()
     unnamed = hpd("run", model_path, "-", "-o", tmp_path / "values.csv", input="id,text,attributes\n1,x,Color\n")
     assert unnamed.returncode == 1 and unnamed.stderr.count("\n") == 1
     assert "values.csv: its columns are the attributes, which standard input cannot name" in unnamed.stderr
+
+
+def test_an_output_among_the_inputs_is_refused_or_left_out(model_path, tmp_path):
+    """-o naming the input would replace the documents; a folder of inputs that holds the output
+    (results beside the documents) reads the documents only, run after run."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text((DATA / "products20.jsonl").read_text())
+    for keep in ("--overwrite", "--resume"):
+        refused = hpd("run", model_path, docs, "-o", docs, keep)
+        assert refused.returncode == 1 and refused.stderr == f"error: {docs}: is the output too (-o {docs}): the " \
+            "results would replace the documents; name another output\n"
+        assert docs.read_text() == (DATA / "products20.jsonl").read_text()
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    (folder / "shoes.jsonl").write_text("".join((DATA / "products20.jsonl").read_text().splitlines(True)[:2]))
+    values = folder / "values.jsonl"
+    first = hpd("run", model_path, folder, "-o", values, "--max-value-tokens", "2")
+    again = hpd("run", model_path, folder, "-o", values, "--max-value-tokens", "2", "--resume")
+    assert first.returncode == 0 and again.returncode == 0, again.stderr
+    assert "0 documents in" in again.stderr and "0 lines rejected" in again.stderr
+    assert [json.loads(line)["id"] for line in values.read_text().splitlines()] == ["t00", "t01"]
 
 
 def test_gpu_layers_without_gpu_warns_and_runs(model_path):
