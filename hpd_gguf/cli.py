@@ -11,6 +11,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import click
 from tqdm import tqdm
@@ -20,7 +21,7 @@ from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .examples import read_examples
 from .csv_files import is_csv
-from .files import compressed, format_suffix
+from .files import compressed, format_suffix, hold
 from .jsonl import WORKBOOKS, Rejected, count_documents, input_files, is_stdin, open_results, read_tasks, \
     source_name
 from .llama import LlamaError, physical_cores
@@ -147,7 +148,7 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         files = input_files(docs, output)
     except InputError as error:
         _fail(str(error))
-    _check_output(output, resume, overwrite, columns_named=schema_ is not None or not is_stdin(docs))
+    held = _check_output(output, resume, overwrite, columns_named=schema_ is not None or not is_stdin(docs))
     if is_stdin(docs) and sys.stdin.isatty():  # no pipe: a user waiting on a silent prompt otherwise
         _say("reading documents typed here, a JSON object a line; Ctrl-D ends them")
     extractor = None
@@ -177,6 +178,8 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
 
     start = time.perf_counter()
     outcome = _write_all(extract(tasks()), writer, _progress(files, len(writer.done)), source_name(docs), stop)
+    if held is not None:
+        held.close()
     seconds = time.perf_counter() - start
     _say(f"{outcome.written} documents in {seconds:.1f} s ({outcome.written / max(seconds, 1e-9):.2f} documents/s), "
          f"{rejected.count} lines rejected{rejected.not_shown()}, {outcome.errors} documents failed")
@@ -220,9 +223,10 @@ class _Rejections:
         return "".join(f" ({n} of them: {reason})" for reason, n in repeated.items())
 
 
-def _check_output(output: str | None, resume: bool, overwrite: bool, columns_named: bool) -> None:
+def _check_output(output: str | None, resume: bool, overwrite: bool, columns_named: bool) -> IO | None:
     """Refuse an output that cannot be written, or would lose results, before the model loads
-    (columns_named: the attributes of a table made now are known before the input is read)."""
+    (columns_named: the attributes of a table made now are known before the input is read);
+    hold it for this run (a second run started on it is refused)."""
     if resume and not output:
         _fail("--resume needs -o OUTPUT")
     if resume and overwrite:
@@ -245,6 +249,10 @@ def _check_output(output: str | None, resume: bool, overwrite: bool, columns_nam
     if is_csv(output) and not columns_named and not (resume and holds_results):
         _fail(f"{output}: its columns are the attributes, which standard input cannot name before it is read: "
               "give --schema or --attributes")
+    try:
+        return hold(output)
+    except InputError as error:
+        _fail(str(error))
 
 
 @dataclass

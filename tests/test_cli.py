@@ -298,6 +298,9 @@ def test_signal_stops_cleanly_and_says_how_to_resume(model_path, tmp_path, signa
                                 "--max-value-tokens", "6", "--max-resident", "8"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_lines(out, 5, process)
+    twice = hpd("run", model_path, docs, "-o", out, "--resume")  # the same command in another terminal
+    assert twice.returncode == 1 and twice.stderr == f"error: {out}: another run is writing it (the same command " \
+        "started twice?): wait for it to end, or name another output\n"
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr
