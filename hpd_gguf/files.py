@@ -66,4 +66,6 @@ def hold(path: str | Path) -> IO | None:
         handle.close()
         raise InputError(str(path), "another run is writing it (the same command started twice?): wait for it "
                                     "to end, or name another output") from None
+    except OSError:  # a file system without locks (some network ones): written as before, unheld
+        pass
     return handle
