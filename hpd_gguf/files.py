@@ -59,7 +59,10 @@ def hold(path: str | Path) -> IO | None:
     path = Path(path)
     if fcntl is None or (path.exists() and not path.is_file()):
         return None
-    handle = open(path, "ab")  # made if absent; nothing written or cut
+    try:
+        handle = open(path, "ab")  # made if absent; nothing written or cut
+    except OSError as error:  # a read-only file
+        raise InputError(str(path), f"cannot write it ({error.strerror})") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
