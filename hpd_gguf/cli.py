@@ -333,19 +333,23 @@ def _progress(files: list[Path], already_done: int):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
 @click.option("--api-key", envvar="HPD_GGUF_API_KEY", help="Bearer key callers must send (needed off loopback).")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="A web page's origin whose scripts may call the server from a browser (CORS), e.g. "
+                   "http://localhost:3000; again for more.")
 @click.option("--mode", type=click.Choice(["hpd", "hpd-static"]), default=Settings.mode, show_default=True)
 @attributes_option
 @schema_option
 @examples_option
 @with_model_options
-def serve(model, host, port, api_key, mode, attributes, schema, examples, **settings):
+def serve(model, host, port, api_key, allow_origins, mode, attributes, schema, examples, **settings):
     """Serve MODEL over HTTP: POST /v1/extract, GET /health, /v1/models, /metrics."""
     try:
-        from .server import check_binding, serve as run_server
+        from .server import check_binding, check_origins, serve as run_server
     except ImportError as error:
         _fail(f"serve needs the server extra: pip install 'hpd-gguf[server]' ({error})")
     try:
         check_binding(host, api_key)  # before the model loads
+        check_origins(allow_origins)
         schema_ = _load_schema(schema, attributes, examples)
     except (ValueError, InputError) as error:
         _fail(str(error))
@@ -354,7 +358,8 @@ def serve(model, host, port, api_key, mode, attributes, schema, examples, **sett
         extractor.engine.start()  # not at the first request
     except LlamaError as error:
         _fail(str(error))
-    run_server(extractor, Path(model).stem if model.endswith(".gguf") else model, host, port, api_key)
+    run_server(extractor, Path(model).stem if model.endswith(".gguf") else model, host, port, api_key,
+               allow_origins=allow_origins)
 
 
 @main.command()

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import secrets
-from typing import Any
+from typing import Any, Sequence
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -37,6 +39,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def check_binding(host: str, api_key: str | None) -> None:
     if host not in LOOPBACK and not api_key:
         raise ValueError(f"binding {host} needs --api-key (only loopback may go without)")
+
+
+def check_origins(origins: Sequence[str]) -> None:
+    """An origin is what a browser sends: scheme://host[:port], nothing after it (or *, any)."""
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ValueError(f"--allow-origin {origin}: an origin is scheme://host[:port] as a browser sends it, "
+                             "e.g. http://localhost:3000 (no path, no trailing /)")
 
 
 class Limits(BaseModel):
@@ -76,10 +86,15 @@ class BadRequest(Exception):
 
 
 def create_app(extractor: Extractor, model_name: str, api_key: str | None = None,
-               limits: Limits | None = None) -> FastAPI:
+               limits: Limits | None = None, allow_origins: Sequence[str] = ()) -> FastAPI:
+    """The app; `allow_origins`: the web pages (origins) whose scripts may call it, as a browser
+    asks (CORS), e.g. a tool of one's own at http://localhost:3000."""
     limits = limits or Limits()
     engine = extractor.engine
     app = FastAPI(title="hpd-gguf", description="Hyper-parallel attribute value extraction")
+    if allow_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     registry = CollectorRegistry()
     registry.register(_EngineMetrics(extractor))
 
@@ -255,8 +270,10 @@ class _EngineMetrics:
 
 
 def serve(extractor: Extractor, model_name: str, host: str = "127.0.0.1", port: int = 8080,
-          api_key: str | None = None, log_level: str = "info") -> None:
+          api_key: str | None = None, log_level: str = "info", allow_origins: Sequence[str] = ()) -> None:
     import uvicorn
 
     check_binding(host, api_key)
-    uvicorn.run(create_app(extractor, model_name, api_key), host=host, port=port, log_level=log_level)
+    check_origins(allow_origins)
+    uvicorn.run(create_app(extractor, model_name, api_key, allow_origins=allow_origins), host=host, port=port,
+                log_level=log_level)

@@ -21,9 +21,10 @@ Limits = server_module.Limits
 
 
 @contextlib.contextmanager
-def running(extractor, limits=None, api_key=None):
+def running(extractor, limits=None, api_key=None, allow_origins=()):
     """The app on a free port of 127.0.0.1, served by uvicorn in a thread; yields its URL."""
-    app = server_module.create_app(extractor, "smollm2-135m", api_key=api_key, limits=limits)
+    app = server_module.create_app(extractor, "smollm2-135m", api_key=api_key, limits=limits,
+                                   allow_origins=allow_origins)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -181,15 +182,27 @@ def test_a_full_queue_answers_429(model, products):
         assert _post(url, {"documents": products[:5]}).status_code == 200  # room again
 
 
-def test_an_api_key_is_needed_off_loopback_and_checked(model, products):
+def test_an_api_key_is_needed_off_loopback_and_checked_and_a_web_page_allowed_may_call(model, products):
     done = subprocess.run([sys.executable, "-m", "hpd_gguf", "serve", "smollm2-135m", "--host", "0.0.0.0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "--api-key" in done.stderr
-    with running(raw_extractor(model, max_value_tokens=2), api_key="s3cret") as url:
+    done = subprocess.run([sys.executable, "-m", "hpd_gguf", "serve", "smollm2-135m", "--allow-origin", "localhost:3000"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: --allow-origin localhost:3000: an origin is")
+    page, other = "http://localhost:3000", "https://elsewhere.example"
+    with running(raw_extractor(model, max_value_tokens=2), api_key="s3cret", allow_origins=[page]) as url:
         assert _post(url, {"documents": products[:1]}).status_code == 401
         assert httpx.get(f"{url}/health").status_code == 200
         answer = _post(url, {"documents": products[:1]}, headers={"Authorization": "Bearer s3cret"})
         assert answer.status_code == 200 and answer.json()["results"][0]["id"] == "t00"
+        for origin, allowed in [(page, True), (other, False)]:  # what a browser asks before a script's POST
+            asked = httpx.options(f"{url}/v1/extract", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type"})
+            assert (asked.status_code == 200) == allowed
+            assert (asked.headers.get("access-control-allow-origin") == origin) == allowed
+        answer = _post(url, {"documents": products[:1]}, headers={"Authorization": "Bearer s3cret", "Origin": page})
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == page
 
 
 def test_the_serve_command_answers_until_stopped(model_path, products):
