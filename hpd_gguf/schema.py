@@ -301,9 +301,11 @@ def make_task(document: Document, schema: Schema | None) -> Task:
                       for name in document.attributes]
     else:
         attributes = schema.attributes_for(document.category) if schema else None
+        if schema is None:
+            raise ValueError('no attributes: list them in its "attributes", or give --attributes or --schema')
         if not attributes:
-            raise ValueError(f"no attributes given and no schema entry for category {document.category!r}"
-                             + (_categories_hint(schema) if schema else " (no schema given)"))
+            missing = f"no schema entry for category {document.category!r}" if document.category else "no category"
+            raise ValueError(f"no attributes given and {missing}" + _categories_hint(schema))
     return Task(document=document, attributes=attributes)
 
 

@@ -39,7 +39,8 @@ def test_a_bad_document_in_a_reference_mode_is_named_after_the_results_before_it
     documents = [{"id": "a", "text": "Crocs Classic Clog, Navy", "attributes": ["Color"]}, {"id": "b", "text": "x"}]
     results = raw_extractor(model, mode=mode, max_value_tokens=2).extract(documents)
     assert next(results).id == "a"
-    with pytest.raises(ValueError, match=r"^document 1 \(id 'b'\): no attributes given and no schema entry"):
+    with pytest.raises(ValueError, match=r"^document 1 \(id 'b'\): no attributes: list them in its \"attributes\", or give "
+                       r"--attributes or --schema$"):
         next(results)
 
 
