@@ -159,11 +159,21 @@ class Engine:
             2 * s.batch_tokens
 
     def _intake(self) -> None:
-        """Drop the documents no caller waits for, and those of stopped jobs not begun; take
-        documents from the jobs' inputs in turn until twice the resident documents wait.  With
-        documents in flight, a job's input is waited for INPUT_GAP_S at most (a file's next line
-        comes in well under a millisecond, so only a slow source waits that long); with none,
-        until a document comes."""
+        """Drop the documents no caller waits for, then take documents from the jobs' inputs in
+        turn until twice the resident documents wait.  With documents in flight, a job's input
+        is waited for INPUT_GAP_S at most (a file's next line comes in well under a millisecond,
+        so only a slow source waits that long); with none, until a document comes."""
+        self._drop_unwanted()
+        jobs = self._jobs_reading()
+        self._input_came.clear()
+        if jobs and self.scheduler.idle and not any(job.input.ready for job in jobs):
+            self._input_came.wait(IDLE_POLL_S)
+            return
+        while jobs and len(self.scheduler.waiting) < self._wanted_waiting():
+            jobs = [job for job in jobs if self._read_one(job)]
+
+    def _drop_unwanted(self) -> None:
+        """Cancelled documents, those after a job's error, and those of stopped jobs not begun."""
         if self._closed:
             for doc in self.scheduler.documents():
                 doc.job.cancel()
@@ -173,17 +183,14 @@ class Engine:
             if job.stopping:  # once: no document the cut keeps comes after it
                 job.stopping = False
                 self._end_input(job)
+
+    def _jobs_reading(self) -> list[Job]:
+        """The jobs whose input may still give documents wanted (the others stop reading)."""
         with self._lock:
             for job in [j for j in self._jobs if j.exhausted or not j.wants(j.read)]:
                 job.input.close()
                 self._jobs.remove(job)
-            jobs = list(self._jobs)
-        self._input_came.clear()
-        if jobs and self.scheduler.idle and not any(job.input.ready for job in jobs):
-            self._input_came.wait(IDLE_POLL_S)
-            return
-        while jobs and len(self.scheduler.waiting) < self._wanted_waiting():
-            jobs = [job for job in jobs if self._read_one(job)]
+            return list(self._jobs)
 
     def _wanted_waiting(self) -> int:
         return WAITING_PER_RESIDENT * self.runner.settings.max_resident
