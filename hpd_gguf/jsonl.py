@@ -92,6 +92,9 @@ def input_files(spec: str | Path, output: str | Path | None = None) -> list[Path
     columns id and text, or Parquet without pyarrow, is refused here, before any work; so is the
     output named as the input.  A directory or glob that holds the output leaves it out."""
     if is_stdin(spec):
+        if sys.stdin is None:  # `<&-`, or a service started with none
+            raise InputError(source_name(spec), "standard input is closed: pipe the documents in "
+                                                "(cat docs.jsonl | hpd-gguf run MODEL -) or name a file")
         return [Path(STDIN)]
     path = Path(spec)
     if path.is_dir():
