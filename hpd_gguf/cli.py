@@ -231,6 +231,8 @@ def _check_output(output: str | None, resume: bool, overwrite: bool, columns_nam
         _fail("--resume needs -o OUTPUT")
     if resume and overwrite:
         _fail("--resume keeps the output's results, --overwrite replaces them: give one")
+    if not output and sys.stdout is None:  # `>&-`
+        _fail("standard output is closed: give -o OUTPUT")
     if not output:
         return
     if compressed(output):

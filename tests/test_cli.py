@@ -148,6 +148,9 @@ def test_documents_from_standard_input_as_lines_an_array_or_a_table_and_a_missin
     closed = subprocess.run([sys.executable, "-m", "hpd_gguf", "run", str(model_path), "-"], cwd=ROOT,
                             capture_output=True, text=True, preexec_fn=lambda: os.close(0))  # `<&-`
     assert closed.returncode == 1 and closed.stderr.startswith("error: <stdin>: standard input is closed: pipe")
+    closed = subprocess.run([sys.executable, "-m", "hpd_gguf", "run", str(model_path), DATA / "products20.jsonl"],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))  # `>&-`
+    assert closed.returncode == 1 and closed.stderr == "error: standard output is closed: give -o OUTPUT\n"
     missing = hpd("run", model_path, "-", "--examples", tmp_path / "labeled.jsonl", input=piped)
     assert missing.returncode == 1 and missing.stderr == f"error: {tmp_path / 'labeled.jsonl'}: file not found\n"
 
