@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import signal
 import sys
 import time
@@ -11,7 +10,6 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import click
 from tqdm import tqdm
@@ -20,11 +18,9 @@ from . import models
 from .extractor import Extractor
 from .distributed import BATCHES_IN_FLIGHT  # imports no ray
 from .examples import read_examples
-from .csv_files import is_csv
-from .files import compressed, format_suffix, hold
-from .jsonl import WORKBOOKS, Rejected, count_documents, input_files, is_stdin, open_results, read_tasks, \
-    source_name
+from .jsonl import Rejected, count_documents, input_files, is_stdin, read_tasks, source_name
 from .llama import LlamaError, physical_cores
+from .outputs import OutputError, check_output, open_results
 from .schema import InputError, Schema
 from .settings import EXAMPLE_CHOICES, MODES, Settings, cli_fields, resident_cells, shows_labeled_examples
 
@@ -148,7 +144,10 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         files = input_files(docs, output)
     except InputError as error:
         _fail(str(error))
-    held = _check_output(output, resume, overwrite, columns_named=schema_ is not None or not is_stdin(docs))
+    try:
+        held = check_output(output, resume, overwrite, columns_named=schema_ is not None or not is_stdin(docs))
+    except OutputError as error:
+        _fail(str(error))
     if is_stdin(docs) and sys.stdin.isatty():  # no pipe: a user waiting on a silent prompt otherwise
         _say("reading documents typed here, a JSON object a line; Ctrl-D ends them")
     extractor = None
@@ -221,40 +220,6 @@ class _Rejections:
     def not_shown(self) -> str:
         repeated = {reason: n for reason, n in self.by_reason.items() if n > self.SHOWN}
         return "".join(f" ({n} of them: {reason})" for reason, n in repeated.items())
-
-
-def _check_output(output: str | None, resume: bool, overwrite: bool, columns_named: bool) -> IO | None:
-    """Refuse an output that cannot be written, or would lose results, before the model loads
-    (columns_named: the attributes of a table made now are known before the input is read);
-    hold it for this run (a second run started on it is refused)."""
-    if resume and not output:
-        _fail("--resume needs -o OUTPUT")
-    if resume and overwrite:
-        _fail("--resume keeps the output's results, --overwrite replaces them: give one")
-    if not output and sys.stdout is None:  # `>&-`
-        _fail("standard output is closed: give -o OUTPUT")
-    if not output:
-        return
-    if compressed(output):
-        _fail(f"{output}: results are written plain, a line at a time (compress them afterwards): name it without .gz")
-    if format_suffix(output) == ".parquet":
-        _fail(f"{output}: results are written a line at a time, so that a stopped run keeps them, which Parquet "
-              "cannot be: name it .jsonl, .json or .csv (pandas.read_csv(\"values.csv\").to_parquet(...) converts "
-              "a table afterwards)")
-    if format_suffix(output) in WORKBOOKS:
-        _fail(f"{output}: results are not written as a workbook: name it .csv, which a spreadsheet opens")
-    if not os.access(Path(output).absolute().parent, os.W_OK):
-        _fail(f"{output}: cannot write there (no such folder, or not writable)")
-    holds_results = Path(output).is_file() and Path(output).stat().st_size > 0
-    if not (resume or overwrite) and holds_results:
-        _fail(f"{output} holds results already: --resume continues it, --overwrite replaces it")
-    if is_csv(output) and not columns_named and not (resume and holds_results):
-        _fail(f"{output}: its columns are the attributes, which standard input cannot name before it is read: "
-              "give --schema or --attributes")
-    try:
-        return hold(output)
-    except InputError as error:
-        _fail(str(error))
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Reading documents (JSON lines and Parquet here; CSV and JSON arrays through their modules)
-and writing results, line by line and never losing work."""
+"""Reading documents (JSON lines and Parquet here; CSV and JSON arrays through their modules),
+and writing results as JSON lines, a line at a time, never losing work (outputs.py picks the
+writer)."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from .csv_files import ENCODING as CSV_ENCODING, SUFFIXES as CSV_SUFFIXES, CsvResultWriter, csv_records, header_of, \
-    is_csv, labeled_records, read_header, results_delimiter
+from .csv_files import ENCODING as CSV_ENCODING, SUFFIXES as CSV_SUFFIXES, csv_records, header_of, is_csv, \
+    labeled_records, read_header
 from .files import DAMAGED, DAMAGED_MESSAGE, format_suffix, open_input
-from .json_arrays import ArrayResultWriter, array_items, is_json_array, starts_an_array
+from .json_arrays import array_items, is_json_array, starts_an_array
 from .schema import Document, InputError, Result, Schema, Task, make_task, validated
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
@@ -233,34 +234,6 @@ def read_tasks(paths: str | Path | list[Path], schema: Schema | None = None, ski
                 yield task
             except ValueError as error:
                 yield Rejected(where, str(error))
-
-
-def attribute_names(paths: list[Path], schema: Schema | None) -> list[str]:
-    """The attributes the documents of these files ask for, in the order first asked (from the
-    schema alone for standard input, which can be read only once)."""
-    if any(map(is_stdin, paths)):
-        return [attribute.name for attribute in schema.all_attributes()] if schema else []
-    names: dict[str, None] = {}
-    for item in read_tasks(paths, schema):
-        if isinstance(item, Task):
-            names.update(dict.fromkeys(item.names))
-    return list(names)
-
-
-def open_results(path: str | Path | None, resume: bool, files: list[Path], schema: Schema | None):
-    """The writer for `path` by its suffix: CSV (a column per attribute of these files), one
-    JSON array (.json; JSON lines where resuming such a file), else JSON lines; standard output
-    without a path."""
-    if path and is_csv(path):
-        return CsvResultWriter(path, lambda: attribute_names(files, schema), resume=resume,
-                               delimiter=results_delimiter(path, files))
-    if path and Path(path).suffix.lower() == ".json" and not (resume and _holds_json_lines(Path(path))):
-        return ArrayResultWriter(path, resume=resume)
-    return ResultWriter(path, resume=resume)
-
-
-def _holds_json_lines(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size > 0 and not is_json_array(path)
 
 
 class ResultWriter:

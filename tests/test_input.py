@@ -14,7 +14,8 @@ from hypothesis import given, settings, strategies as st
 from hpd_gguf.csv_files import CsvResultWriter, read_results, results_delimiter
 from hpd_gguf.json_arrays import ArrayResultWriter
 from hpd_gguf.files import DAMAGED_MESSAGE
-from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, count_documents, input_files, open_results, read_tasks
+from hpd_gguf.jsonl import MAX_LINE_BYTES, Rejected, ResultWriter, count_documents, input_files, read_tasks
+from hpd_gguf.outputs import open_results
 from hpd_gguf.schema import Document, InputError, Result, Schema
 
 GOOD = b'{"id": "ok", "text": "Crocs Classic Clog, Navy", "attributes": ["Brand"]}\n'
