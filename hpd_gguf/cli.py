@@ -311,12 +311,13 @@ def _progress(files: list[Path], already_done: int):
 def serve(model, host, port, api_key, allow_origins, mode, attributes, schema, examples, **settings):
     """Serve MODEL over HTTP: POST /v1/extract, GET /health, /v1/models, /metrics."""
     try:
-        from .server import check_binding, check_origins, serve as run_server
+        from .server import check_binding, check_origins, check_port, serve as run_server
     except ImportError as error:
         _fail(f"serve needs the server extra: pip install 'hpd-gguf[server]' ({error})")
     try:
         check_binding(host, api_key)  # before the model loads
         check_origins(allow_origins)
+        check_port(host, port)
         schema_ = _load_schema(schema, attributes, examples)
     except (ValueError, InputError) as error:
         _fail(str(error))

@@ -16,10 +16,12 @@ request answers 4xx with {"error": {"message", "document"?, "field"?}}.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
 import re
 import secrets
+import socket
 from typing import Any, Sequence
 
 from fastapi import Depends, FastAPI, Request
@@ -39,6 +41,17 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def check_binding(host: str, api_key: str | None) -> None:
     if host not in LOOPBACK and not api_key:
         raise ValueError(f"binding {host} needs --api-key (only loopback may go without)")
+
+
+def check_port(host: str, port: int) -> None:
+    """Whether `serve` can listen there, found before the model loads rather than after."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            hint = ": another server there? --port picks another" if error.errno == errno.EADDRINUSE else ""
+            raise ValueError(f"cannot listen on {host}:{port} ({error.strerror or error}){hint}") from None
 
 
 def check_origins(origins: Sequence[str]) -> None:

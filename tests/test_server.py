@@ -189,6 +189,14 @@ def test_an_api_key_is_needed_off_loopback_and_checked_and_a_web_page_allowed_ma
     done = subprocess.run([sys.executable, "-m", "hpd_gguf", "serve", "smollm2-135m", "--allow-origin", "localhost:3000"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stderr.startswith("error: --allow-origin localhost:3000: an origin is")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "hpd_gguf", "serve", "smollm2-135m", "--port", str(port)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr == f"error: cannot listen on 127.0.0.1:{port} (Address already in " \
+        "use): another server there? --port picks another\n"  # before the model loads, not after
     page, other = "http://localhost:3000", "https://elsewhere.example"
     with running(raw_extractor(model, max_value_tokens=2), api_key="s3cret", allow_origins=[page]) as url:
         assert _post(url, {"documents": products[:1]}).status_code == 401
