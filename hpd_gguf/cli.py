@@ -161,6 +161,8 @@ def run(model, docs, output, mode, attributes, schema, examples, strict, resume,
         writer = open_results(output, resume, files, schema_)
     except InputError as error:
         _fail(str(error))
+    if writer.done:
+        _say(f"{output}: {len(writer.done)} results kept from before; their documents are skipped")
     stop = _Stop(extractor)
     rejected = _Rejections()
 

@@ -290,6 +290,7 @@ def test_killed_run_resumes_with_nothing_lost_or_duplicated(model_path, tmp_path
     assert 5 <= written < 20
     resumed = hpd(*args, "-o", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert f"{out}: {written} results kept from before; their documents are skipped" in resumed.stderr
     ids = [r["id"] for r in lines(out)]
     assert sorted(ids) == sorted(r["id"] for r in lines(reference)) and len(set(ids)) == 20
     expected = {r["id"]: r["values"] for r in lines(reference)}
