@@ -29,7 +29,7 @@ def _tasks(documents):
 def test_two_workers_give_the_values_of_one_process(local_ray, model, products):
     one = {r.id: r.values for r in raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS).extract(products)}
     spread = list(distributed.run(_tasks(products), "smollm2-135m", None, workers=2, threads_per_worker=1,
-                                  max_value_tokens=MAX_VALUE_TOKENS, **RAW))
+                                  documents_per_pass=12, max_value_tokens=MAX_VALUE_TOKENS, **RAW))  # 2 passes
     assert [r.id for r in spread] == [p["id"] for p in products]
     keys = [(r.id, k) for r in spread for k in r.values]
     assert len(keys) == sum(len(p["attributes"]) for p in products)
