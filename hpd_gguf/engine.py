@@ -26,7 +26,7 @@ from .scheduler import WAITING_PER_RESIDENT, Limits, Scheduler
 from .schema import Result
 from .sequence import Branch, DocumentState
 
-INPUT_GAP_S = 0.02  # with documents in flight, the longest wait for a job's next document
+INPUT_WAIT_S = 0.02  # with documents in flight, the longest an intake waits for input
 IDLE_POLL_S = 0.1  # with none, how often stop() and cancel() are looked for while input is awaited
 
 
@@ -160,17 +160,18 @@ class Engine:
 
     def _intake(self) -> None:
         """Drop the documents no caller waits for, then take documents from the jobs' inputs in
-        turn until twice the resident documents wait.  With documents in flight, a job's input
-        is waited for INPUT_GAP_S at most (a file's next line comes in well under a millisecond,
-        so only a slow source waits that long); with none, until a document comes."""
+        turn until twice the resident documents wait.  With documents in flight, the inputs are
+        waited for INPUT_WAIT_S at most in all (a file's next line comes in well under a
+        millisecond, so only a slow source waits that long); with none, until a document comes."""
         self._drop_unwanted()
         jobs = self._jobs_reading()
         self._input_came.clear()
         if jobs and self.scheduler.idle and not any(job.input.ready for job in jobs):
             self._input_came.wait(IDLE_POLL_S)
             return
+        deadline = time.perf_counter() + INPUT_WAIT_S
         while jobs and len(self.scheduler.waiting) < self._wanted_waiting():
-            jobs = [job for job in jobs if self._read_one(job)]
+            jobs = [job for job in jobs if self._read_one(job, deadline)]
 
     def _drop_unwanted(self) -> None:
         """Cancelled documents, those after a job's error, and those of stopped jobs not begun."""
@@ -203,9 +204,10 @@ class Engine:
             self.scheduler.cancel(doc)
         job.input_ended(at=last + 1)
 
-    def _read_one(self, job: Job) -> bool:
-        """Take the job's next document into the waiting queue; False when it has none now."""
-        found, document = job.input.take(INPUT_GAP_S)
+    def _read_one(self, job: Job, deadline: float) -> bool:
+        """Take the job's next document into the waiting queue, waiting for it until `deadline`
+        at most; False when it has none now."""
+        found, document = job.input.take(max(0.0, deadline - time.perf_counter()))
         if found == END:
             job.input_ended()
         elif found == BROKEN:  # the caller's iterator broke: what came before stands
