@@ -45,4 +45,3 @@ def _starts_utf16(raw) -> bool:
         return raw.peek(2)[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
     except DAMAGED:  # the reading says what is wrong
         return False
-

@@ -105,14 +105,15 @@ def input_files(spec: str | Path, output: str | Path | None = None) -> list[Path
     else:
         root = Path(path.anchor) if path.is_absolute() else Path()
         found = sorted(p for p in root.glob(str(path.relative_to(root))) if p.is_file())
-    if output is not None and Path(output).exists():
+    output_there = output is not None and Path(output).exists()
+    if output_there:
         if path.is_file() and os.path.samefile(path, output):
             raise InputError(str(spec), f"is the output too (-o {output}): the results would replace the "
                                         "documents; name another output")
         found = [p for p in found if not os.path.samefile(p, output)]
     if not found:
         raise InputError(str(spec), "no input files found" + (" in this directory" if path.is_dir() else "")
-                         + (f" but the output, {output}" if output is not None and Path(output).exists() else ""))
+                         + (f" but the output, {output}" if output_there else ""))
     workbook = next((p for p in found if format_suffix(p) in WORKBOOKS), None)
     if workbook:
         raise InputError(str(workbook), "a workbook is not read directly: save the sheet as \"CSV UTF-8\" and give that .csv")

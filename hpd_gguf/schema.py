@@ -300,9 +300,9 @@ def make_task(document: Document, schema: Schema | None) -> Task:
         attributes = [schema.lookup(document.category, name) if schema else Attribute(name=name)
                       for name in document.attributes]
     else:
-        attributes = schema.attributes_for(document.category) if schema else None
         if schema is None:
             raise ValueError('no attributes: list them in its "attributes", or give --attributes or --schema')
+        attributes = schema.attributes_for(document.category)
         if not attributes:
             missing = f"no schema entry for category {document.category!r}" if document.category else "no category"
             raise ValueError(f"no attributes given and {missing}" + _categories_hint(schema))
