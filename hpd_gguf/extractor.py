@@ -4,6 +4,7 @@ hpd and hpd-static on the long-lived engine (engine.py), the others one prompt a
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -43,8 +44,7 @@ class Extractor:
                                                                   self.settings.n_gpu_layers)
         self.runner = ModelRunner(self.model, self.settings, schema)
         self._engine: Engine | None = None
-        self._job: Job | None = None  # extract()'s, in hpd modes
-        self._stopping = False
+        self._stops: set = set()  # how to stop each extract() under way
 
     @property
     def layout(self):
@@ -92,28 +92,30 @@ class Extractor:
             yield result
 
     def stop(self) -> None:
-        """Start no more of extract()'s documents: those begun (and any before them) finish,
-        then it ends, its results a prefix of the input.  Safe in a signal handler."""
-        self._stopping = True
-        if self._job is not None:
-            self._job.stop()
+        """Start no more documents of any extract() under way: those begun (and any before them)
+        finish, then each ends, its results a prefix of its input.  Safe in a signal handler."""
+        for stop in list(self._stops):
+            stop()
 
     def _results(self, documents) -> Iterator[Result]:
-        mode = self.settings.mode
-        self._stopping = False
-        documents = itertools.takewhile(lambda _: not self._stopping, documents)
-        tasks = map(self.runner.task, documents, itertools.count())
-        if mode in ("sequential", "naive"):
-            yield from reference.one_by_one(self.runner, tasks, reuse=mode == "sequential")
-        elif mode == "json":
-            yield from reference.json_objects(self.runner, tasks)
-        else:
-            job = self._job = self.submit(documents)
-            try:
-                yield from job
-            finally:
-                job.cancel()  # a caller that stops early frees the engine at once
-                self._job = None
+        if self.settings.mode in ("hpd", "hpd-static"):
+            results = self.submit(iter(documents))  # read as it goes: a list of any length, no QueueFull
+            stop = results.stop
+        else:  # one prompt at a time, on this thread
+            stopped = threading.Event()
+            tasks = map(self.runner.task, itertools.takewhile(lambda _: not stopped.is_set(), documents),
+                        itertools.count())
+            reuse = self.settings.mode == "sequential"
+            results = reference.json_objects(self.runner, tasks) if self.settings.mode == "json" else \
+                reference.one_by_one(self.runner, tasks, reuse=reuse)
+            stop = stopped.set
+        self._stops.add(stop)
+        try:
+            yield from results
+        finally:
+            self._stops.discard(stop)
+            if isinstance(results, Job):
+                results.cancel()  # a caller that stops early frees the engine at once
 
     def close(self) -> None:
         if self._engine is not None:

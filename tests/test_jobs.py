@@ -174,6 +174,20 @@ def test_a_stopped_extract_in_a_reference_mode_ends_after_the_document_under_way
     assert [first.id] + [r.id for r in results] == [products[0]["id"]]
 
 
+def test_stop_ends_every_extract_under_way(model, products):
+    """Two extract() calls on one Extractor (two windows of a desktop tool): stop() ends both,
+    each with a prefix of its input."""
+    extractor = raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS, max_resident=2)
+    inputs = [products[:10], products[10:]]
+    calls = [extractor.extract(documents) for documents in inputs]
+    firsts = [next(call) for call in calls]
+    extractor.stop()
+    for documents, first, call in zip(inputs, firsts, calls):
+        ids = [first.id] + [r.id for r in call]
+        assert ids == [d["id"] for d in documents[:len(ids)]] and len(ids) < len(documents)
+    extractor.close()
+
+
 def test_a_slow_source_holds_up_no_document_and_a_broken_one_keeps_what_came_before(engine_extractor, products):
     """A generator (a pipe, a network) that waits between documents: each is decoded as it
     comes, not when the next one does; stop() and cancel() end a job whose source waits."""
