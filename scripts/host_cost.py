@@ -3,7 +3,7 @@ does not take off the CPU, and that bounds hpd there once the decodes are fast.
 
     .venv/bin/python scripts/host_cost.py DOCS.jsonl [--model NAME] [--limit 64] [--examples FILE]
 
-It builds the prompts of DOCS (categories in turn) alone, then runs hpd on them with each part
+It reads the first --limit of DOCS (categories in turn) in alone, after the others, then runs hpd on them with each part
 of a step timed: planning the batch, the decode, choosing tokens, finishing branches and
 documents; and reading documents in (their prompts included). BENCHMARKS.md, "On a GPU".
 """
@@ -22,6 +22,7 @@ from hpd_gguf.llama import Context
 from hpd_gguf.runner import ModelRunner
 from hpd_gguf.scheduler import Scheduler
 from hpd_gguf.schema import Schema
+from hpd_gguf.sequence import DocumentState
 
 TIMED = {"plan": (Scheduler, "plan"), "decode": (Context, "decode"), "choose": (ModelRunner, "choose"),
          "finish": (Engine, "_finished_documents"), "read in": (Engine, "_read_one")}
@@ -49,16 +50,20 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--examples", metavar="FILE", help="labeled examples (4 per category)")
     args = parser.parse_args()
-    records = interleave(load_jsonl(args.docs))[: args.limit]
+    every = interleave(load_jsonl(args.docs))
+    records, others = every[: args.limit], every[args.limit:]
     schema = Schema(categories={}).with_examples(read_examples(args.examples)) if args.examples else None
 
     runner = Extractor(args.model, schema, mode="hpd").runner
-    tasks = [runner.task(r) for r in records]
+    for record in others:  # a long run's caches: the instructions, the heads, the suffixes
+        runner.prompt(runner.task(record))
     start = time.perf_counter()
-    for task in tasks:
-        runner.prompt(task)
-    print(f"prompts: {1000 * (time.perf_counter() - start) / len(tasks):.2f} ms a document "
-          f"({len(tasks)}, {'with' if schema else 'without'} labeled examples)")
+    for index, record in enumerate(records):
+        task = runner.task(record, index)
+        DocumentState.create(task, runner.prompt(task), runner.stops, index)
+    print(f"reading in: {1000 * (time.perf_counter() - start) / len(records):.2f} ms a document not seen before "
+          f"(validation, prompt, state; {len(records)}, caches warmed on {len(others)} others; "
+          f"{'with' if schema else 'without'} labeled examples)")
 
     seconds, calls = defaultdict(float), defaultdict(int)
     timing(seconds, calls)
