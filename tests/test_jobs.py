@@ -52,6 +52,33 @@ def test_concurrent_jobs_share_steps_and_keep_their_order(engine_extractor, prod
     assert_matches_sequential([r for i in got for r in got[i]], tracer.steps, sequential_reference)
 
 
+def test_requests_that_come_together_are_decoded_in_the_order_they_came(model, products):
+    """A server's callers that send at once: each request's documents go in together, in the
+    order the requests came, so the first finish first (taken one from each in turn, they all
+    finished with the last)."""
+    extractor = raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS, max_resident=4)
+    tracer = extractor.on_logits = Tracer()
+    came = threading.Event()
+
+    def waiting_source():  # keeps the engine idle, polling, while the requests come
+        came.wait(60)
+        yield from ()
+
+    same = {"category": "Shoes", "attributes": ["Brand", "Color"]}  # one head: admitted as they wait
+    requests = [[dict(p, id=f"{name}{i}", **same) for i, p in enumerate(products[:3])] for name in "ABC"]
+    idle = extractor.submit(waiting_source())
+    jobs = [extractor.submit(documents) for documents in requests]
+    assert [[r.id for r in job] for job in jobs] == [[d["id"] for d in documents] for documents in requests]
+    came.set()
+    assert list(idle) == []
+    first_decode = {}
+    for index, ids in enumerate(tracer.decodes):
+        for id_ in ids:
+            first_decode.setdefault(id_, index)
+    assert max(first_decode[f"A{i}"] for i in range(3)) < min(first_decode[f"C{i}"] for i in range(3))
+    extractor.close()
+
+
 def test_a_cancelled_job_frees_its_ids_and_cells_within_a_step(engine_extractor, products):
     engine = engine_extractor.engine
     list(engine_extractor.submit(products[:2]))
