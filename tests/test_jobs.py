@@ -55,7 +55,7 @@ def test_concurrent_jobs_share_steps_and_keep_their_order(engine_extractor, prod
 def test_requests_that_come_together_are_decoded_in_the_order_they_came(model, products):
     """A server's callers that send at once: each request's documents go in together, in the
     order the requests came, so the first finish first (taken one from each in turn, they all
-    finished with the last)."""
+    finished with the last); a request that comes during a large one waits for its share only."""
     extractor = raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS, max_resident=4)
     tracer = extractor.on_logits = Tracer()
     came = threading.Event()
@@ -71,12 +71,25 @@ def test_requests_that_come_together_are_decoded_in_the_order_they_came(model, p
     assert [[r.id for r in job] for job in jobs] == [[d["id"] for d in documents] for documents in requests]
     came.set()
     assert list(idle) == []
-    first_decode = {}
+    first_decode = first_decodes(tracer)
+    assert max(first_decode[f"A{i}"] for i in range(3)) < min(first_decode[f"C{i}"] for i in range(3))
+    tracer.decodes.clear()  # a large request holds back no later one beyond its share
+    large = iter(extractor.submit([dict(p, id=f"L{i}", **same) for i, p in enumerate(products)]))
+    next(large)
+    assert [r.id for r in extractor.submit([dict(products[0], id=f"S{i}", **same) for i in range(2)])] == ["S0", "S1"]
+    assert len(list(large)) == len(products) - 1
+    first_decode = first_decodes(tracer)
+    assert first_decode["S1"] < first_decode[f"L{len(products) - 1}"]
+    extractor.close()
+
+
+def first_decodes(tracer: Tracer) -> dict[str, int]:
+    """Each document's first decode with logits, by its id."""
+    first: dict[str, int] = {}
     for index, ids in enumerate(tracer.decodes):
         for id_ in ids:
-            first_decode.setdefault(id_, index)
-    assert max(first_decode[f"A{i}"] for i in range(3)) < min(first_decode[f"C{i}"] for i in range(3))
-    extractor.close()
+            first.setdefault(id_, index)
+    return first
 
 
 def test_a_cancelled_job_frees_its_ids_and_cells_within_a_step(engine_extractor, products):
