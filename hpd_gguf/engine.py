@@ -6,9 +6,9 @@
 
 While there is work, a thread repeats: intake (documents from the jobs' inputs, each job its
 share first, into the scheduler's waiting queue; cancelled documents out) then `step()` (plan
-one batch, decode it, choose each branch's next token, hand finished documents to their jobs).  The run-wide
-preamble is decoded once, when the engine first runs, and stays for its life (hpd); each job
-then orders its own results.
+one batch, decode it, choose each branch's next token, hand finished documents to their jobs).
+The run-wide preamble is decoded once, when the engine first runs, and stays for its life
+(hpd); each job then orders its own results.
 """
 from __future__ import annotations
 
