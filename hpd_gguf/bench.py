@@ -118,10 +118,11 @@ class Report:
                              f"{s['share_of_prefill']:>10.0%}{s['busy']:>6.0%}{s['peak_rss_mb']:>13.0f}")
         if self.sweep:
             best = max(self.sweep, key=lambda s: s["documents_per_second"])
-            lines += ["", "hpd settings sweep", f"{'batch tokens':>13}{'cell budget':>13}{'wall s':>9}"
-                      f"{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'busy':>6}"]
+            lines += ["", "hpd settings sweep", f"{'batch tokens':>13}{'cell budget':>13}{'documents':>10}"
+                      f"{'wall s':>9}{'docs/s':>9}{'tok/s':>9}{'of prefill':>11}{'busy':>6}"]
             for s in self.sweep:
-                lines.append(f"{s['batch_tokens']:>13}{s['max_resident_cells'] or 'none':>13}{s['seconds']:>9.2f}"
+                lines.append(f"{s['batch_tokens']:>13}{s['max_resident_cells'] or 'none':>13}{s['max_resident']:>10}"
+                             f"{s['seconds']:>9.2f}"
                              f"{s['documents_per_second']:>9.3f}{s['tokens_per_second']:>9.0f}"
                              f"{s['share_of_prefill']:>10.0%}{s['busy']:>6.0%}" + ("  <- fastest" if s is best else ""))
         return "\n".join(lines)
@@ -323,18 +324,24 @@ def run_scaling(model: Model, tasks: list[Task], prefill: float, log=print,
 
 
 def run_sweep(model: Model, tasks: list[Task], prefill: float, log=print,
-              budgets=(256, 512, 1024), cells=(2048, 3072, 4096, 8192, 0), output_cost: float = 0.0,
-              **settings) -> list[dict]:
-    """hpd over token budgets x cell budgets of the documents in flight (0: none), whatever the
-    settings say of either: the figures behind the defaults."""
+              budgets=(256, 512, 1024), cells=(2048, 3072, 4096, 8192, 0), residents=(None,),
+              output_cost: float = 0.0, **settings) -> list[dict]:
+    """hpd over token budgets x cell budgets of the documents in flight (0: none) x documents
+    in flight (None: as the settings say), whatever the settings say of the first two: the
+    figures behind the defaults."""
     rows = []
     for budget in budgets:
         for cell_budget in cells:
-            log(f"bench: sweep batch_tokens={budget} max_resident_cells={cell_budget} ...")
-            chosen = {**settings, "batch_tokens": budget, "max_resident_cells": cell_budget}
-            run, _ = run_mode(model, tasks, "hpd", **chosen)  # the context keeps ubatch <= batch
-            rows.append({"batch_tokens": budget, "max_resident_cells": cell_budget, **_figures(run, prefill, output_cost)})
-            log(f"bench: sweep {budget} x {cell_budget}: {run.seconds:.1f} s")
+            for resident in residents:
+                chosen = {**settings, "batch_tokens": budget, "max_resident_cells": cell_budget}
+                if resident is not None:
+                    chosen["max_resident"] = resident
+                grid = {"batch_tokens": budget, "max_resident_cells": cell_budget,
+                        "max_resident": chosen.get("max_resident", Settings.max_resident)}
+                log(f"bench: sweep {' '.join(f'{k}={v}' for k, v in grid.items())} ...")
+                run, _ = run_mode(model, tasks, "hpd", **chosen)  # the context keeps ubatch <= batch
+                rows.append({**grid, **_figures(run, prefill, output_cost)})
+                log(f"bench: sweep {' x '.join(map(str, grid.values()))}: {run.seconds:.1f} s")
     return rows
 
 

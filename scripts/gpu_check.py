@@ -19,7 +19,7 @@ from hpd_gguf.examples import read_examples
 from hpd_gguf.jsonl import load_jsonl
 from hpd_gguf.llama import Model, devices, supports_gpu_offload, system_info
 from hpd_gguf.schema import Schema
-from hpd_gguf.settings import MODES
+from hpd_gguf.settings import MODES, Settings
 
 RAW = {"constraint": None, "min_confidence": 0.0}  # the model's own values: nothing cut short
 
@@ -106,6 +106,20 @@ def settings_sweep(path: Path, docs: Path, prefill: tuple, args) -> list[dict]:
     return [{k: round(row[k], 3) for k in keys} for row in report.sweep]
 
 
+def resident_sweep(path: Path, prefill: tuple, args, out: Path) -> dict:
+    """hpd over how many documents are in flight, on more documents than the modes run (issue
+    13: the resident documents that pay on a GPU differ from a CPU's)."""
+    docs = first_attributes(args.docs, args.resident_limit, args.max_attributes, out / "resident_docs.jsonl")
+    report = run_bench(path, str(docs), [], limit=args.resident_limit, sweep=True,
+                       log=lambda m: print(m, file=sys.stderr), known_prefill=prefill,
+                       sweep_grid={"budgets": (args.batch_tokens or Settings.batch_tokens,), "cells": (0,),
+                                   "residents": args.sweep_resident}, **raw_settings(args))
+    if report.failed:
+        raise RuntimeError(report.failed)
+    keys = ("max_resident", "seconds", "documents_per_second", "share_of_prefill", "decode_share", "choice_share")
+    return {"documents": report.documents, "rows": [{k: round(row[k], 3) for k in keys} for row in report.sweep]}
+
+
 def table(results: list[dict]) -> str:
     lines = [f"{'model':<34}{'mode':<11}{'docs':>5}{'wall s':>9}{'setup s':>8}{'docs/s':>9}{'hpd speedup':>12}"
              f"{'of prefill':>11}{'in decode':>10}{'choice':>8}{'= sequential':>13}{'= CPU backend':>14}"]
@@ -123,6 +137,13 @@ def table(results: list[dict]) -> str:
                 f"{r['batch_tokens']}: {r['documents_per_second']:.3f} docs/s "
                 f"({r['share_of_prefill']:.0%}, in decode {r['decode_share']:.0%}, choice {r['choice_share']:.0%})"
                 for r in result["sweep"]))
+    for result in results:
+        if result.get("resident"):
+            resident = result["resident"]
+            lines.append(f"{result['model']}: hpd on {resident['documents']} documents by documents in flight: " +
+                         ", ".join(f"{r['max_resident']}: {r['documents_per_second']:.3f} docs/s "
+                                   f"({r['share_of_prefill']:.0%}, in decode {r['decode_share']:.0%}, "
+                                   f"choice {r['choice_share']:.0%})" for r in resident["rows"]))
     for result in results:
         if "examples" in result:
             e = result["examples"]
@@ -147,6 +168,9 @@ def main() -> None:
     parser.add_argument("--examples-limit", type=int, default=192, help="documents of --examples-docs")
     parser.add_argument("--sweep", type=lambda v: tuple(int(x) for x in v.split(",")), default=(),
                         help="tokens per decode to run hpd with, comma-separated (each graph as large)")
+    parser.add_argument("--sweep-resident", type=lambda v: tuple(int(x) for x in v.split(",")), default=(),
+                        help="documents in flight to run hpd with, comma-separated")
+    parser.add_argument("--resident-limit", type=int, default=128, help="documents of --docs for --sweep-resident")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU backend")
     args = parser.parse_args()
     print(f"llama.cpp: {system_info()}", file=sys.stderr)
@@ -166,14 +190,15 @@ def main() -> None:
         problems += found
         prefill = (result["prefill_tokens_per_second"], result["output_cost"]) if "output_cost" in result else None
         parts = {"examples": labeled and (lambda: examples_cost(path, labeled, prefill, args)),
-                 "sweep": args.sweep and (lambda: settings_sweep(path, docs, prefill, args))}
+                 "sweep": args.sweep and (lambda: settings_sweep(path, docs, prefill, args)),
+                 "resident": args.sweep_resident and (lambda: resident_sweep(path, prefill, args, out))}
         for name, part in parts.items():
             try:  # a part that fails leaves the figures before it
                 if part:
                     result[name] = part()
             except Exception as error:
                 problems.append(f"{path.name}: {name}: {error!r}")
-        (out / ("cpu_check.json" if args.cpu else "gpu_check.json")).write_text(json.dumps(results, indent=2))
+            (out / ("cpu_check.json" if args.cpu else "gpu_check.json")).write_text(json.dumps(results, indent=2))
     print(table(results))
     for problem in problems:
         print(f"FAILED: {problem}")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check (issue 13): every mode on the same documents with 0.5B- and 1.5B-shaped
 # stand-ins of qwen2.5-coder, hpd against sequential and against the CPU backend, one table;
-# then what labeled examples cost hpd (issue 17).
+# then what labeled examples cost hpd (issue 17), and hpd by tokens per decode and by documents
+# in flight (the GPU's defaults).
 #   scripts/gpu_prepare.sh    here, first: fills out/gpu (see there)
 #   scripts/gpu_check.sh      on the GPU machine, with out/gpu carried: installs the CUDA wheel
-#                             prepared here (else builds one: minutes), then checks (~3 min)
+#                             prepared here (else builds one: minutes), then checks (minutes)
 #   scripts/gpu_check.sh --cpu   the same steps here on the CPU backend, smaller
 # It needs no network there.  Figures: BENCHMARKS.md ("On a GPU").
 set -euo pipefail
@@ -15,7 +16,7 @@ if [ "${1:-}" = --cpu ]; then
     [ -f out/gpu/three.jsonl ] || scripts/gpu_prepare.sh
     PY=.venv/bin/python
     args=(--cpu --limit "${LIMIT:-4}" --max-attributes 3 --max-value-tokens 4 --cpu-documents 4 --examples-limit 6 --sweep 64,128 \
-          --batch-tokens 128)
+          --batch-tokens 128 --sweep-resident 1,4 --resident-limit 4)
 else
     # python3 there is PyTorch's environment (numpy, scikit-build-core, nvidia-cublas): what it
     # lacks goes to a folder of its own, not to a venv, which would not see those
@@ -38,7 +39,8 @@ else
             offloads || { echo "gpu_check: the CUDA build does not offload" >&2; exit 1; }
         fi
     fi
-    args=(--limit "${LIMIT:-64}" --max-value-tokens 8 --cpu-documents 16 --examples-limit 192 --sweep 256,512,1024,2048)
+    args=(--limit "${LIMIT:-64}" --max-value-tokens 8 --cpu-documents 16 --examples-limit 192 --sweep 256,512,1024,2048 \
+          --sweep-resident 16,64,128 --resident-limit 128)
 fi
 mkdir -p "$WORK/models"
 for packed in out/gpu/standins/*.gguf.xz; do

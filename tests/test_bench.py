@@ -17,9 +17,11 @@ def test_scaling_table_and_sweep_cover_their_grids(model):
     assert [(r["documents"], r["attributes"]) for r in rows] == [(2, 1), (3, 1), (2, 7), (3, 7)]
     assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 and 0 < r["choice_share"] < 1 for r in rows)
     assert all(0.5 < r["decode_share"] < 1 - r["choice_share"] for r in rows)  # on a CPU the decodes are most of it
-    sweep = run_sweep(model, tasks, prefill=100.0, log=lambda m: None, budgets=(64, 128), cells=(50, 0),
-                      max_value_tokens=3, batch_tokens=512, max_resident_cells=3072)  # as the CLI passes them
-    assert [(r["batch_tokens"], r["max_resident_cells"]) for r in sweep] == [(64, 50), (64, 0), (128, 50), (128, 0)]
+    sweep = run_sweep(model, tasks, prefill=100.0, log=lambda m: None, budgets=(64,), cells=(50, 0),
+                      residents=(None, 2), max_value_tokens=3, batch_tokens=512, max_resident_cells=3072,
+                      max_resident=64)  # as the CLI passes them
+    assert [(r["batch_tokens"], r["max_resident_cells"], r["max_resident"]) for r in sweep] == [
+        (64, 50, 64), (64, 50, 2), (64, 0, 64), (64, 0, 2)]
     table = Report("m", 3, 2, 100.0, scaling=rows, sweep=sweep).table()
     assert "hpd scaling" in table and "<- fastest" in table
 
