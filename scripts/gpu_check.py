@@ -94,30 +94,41 @@ def examples_cost(path: Path, labeled: Schema, prefill: tuple, args) -> dict:
             "ratio": round(with_ / without, 3)}
 
 
+FIGURES = ("seconds", "documents_per_second", "share_of_prefill", "decode_share", "choice_share")
+
+
+def hpd_sweep(path: Path, docs: Path, limit: int, prefill: tuple, grid: dict, varied: str,
+              **settings) -> tuple[int, list[dict]]:
+    """hpd over `grid` (run_sweep's), no cell budget: the documents, and each run's `varied`
+    setting and figures."""
+    report = run_bench(path, str(docs), [], limit=limit, sweep=True, log=lambda m: print(m, file=sys.stderr),
+                       sweep_grid={"cells": (0,), **grid}, known_prefill=prefill, **settings)
+    if report.failed:
+        raise RuntimeError(report.failed)
+    return report.documents, [{k: round(row[k], 3) for k in (varied,) + FIGURES} for row in report.sweep]
+
+
 def settings_sweep(path: Path, docs: Path, prefill: tuple, args) -> list[dict]:
     """hpd over token budgets per decode, each compute graph as large and no cell budget: the
     figures to pick the GPU's defaults by (issue 13)."""
-    report = run_bench(path, str(docs), [], limit=args.limit, sweep=True, log=lambda m: print(m, file=sys.stderr),
-                       sweep_grid={"budgets": args.sweep, "cells": (0,)}, known_prefill=prefill,
-                       **{**raw_settings(args), "ubatch_tokens": max(args.sweep)})
-    if report.failed:
-        raise RuntimeError(report.failed)
-    keys = ("batch_tokens", "seconds", "documents_per_second", "share_of_prefill", "decode_share", "choice_share")
-    return [{k: round(row[k], 3) for k in keys} for row in report.sweep]
+    _, rows = hpd_sweep(path, docs, args.limit, prefill, {"budgets": args.sweep}, "batch_tokens",
+                        **{**raw_settings(args), "ubatch_tokens": max(args.sweep)})
+    return rows
 
 
 def resident_sweep(path: Path, prefill: tuple, args, out: Path) -> dict:
     """hpd over how many documents are in flight, on more documents than the modes run (issue
     13: the resident documents that pay on a GPU differ from a CPU's)."""
     docs = first_attributes(args.docs, args.resident_limit, args.max_attributes, out / "resident_docs.jsonl")
-    report = run_bench(path, str(docs), [], limit=args.resident_limit, sweep=True,
-                       log=lambda m: print(m, file=sys.stderr), known_prefill=prefill,
-                       sweep_grid={"budgets": (args.batch_tokens or Settings.batch_tokens,), "cells": (0,),
-                                   "residents": args.sweep_resident}, **raw_settings(args))
-    if report.failed:
-        raise RuntimeError(report.failed)
-    keys = ("max_resident", "seconds", "documents_per_second", "share_of_prefill", "decode_share", "choice_share")
-    return {"documents": report.documents, "rows": [{k: round(row[k], 3) for k in keys} for row in report.sweep]}
+    grid = {"budgets": (args.batch_tokens or Settings.batch_tokens,), "residents": args.sweep_resident}
+    documents, rows = hpd_sweep(path, docs, args.resident_limit, prefill, grid, "max_resident", **raw_settings(args))
+    return {"documents": documents, "rows": rows}
+
+
+def figures(row: dict) -> str:
+    """One sweep run's figures, for the table."""
+    return (f"{row['documents_per_second']:.3f} docs/s ({row['share_of_prefill']:.0%}, in decode "
+            f"{row['decode_share']:.0%}, choice {row['choice_share']:.0%})")
 
 
 def table(results: list[dict]) -> str:
@@ -134,16 +145,12 @@ def table(results: list[dict]) -> str:
     for result in results:
         if result.get("sweep"):
             lines.append(f"{result['model']}: hpd by tokens per decode (= per graph): " + ", ".join(
-                f"{r['batch_tokens']}: {r['documents_per_second']:.3f} docs/s "
-                f"({r['share_of_prefill']:.0%}, in decode {r['decode_share']:.0%}, choice {r['choice_share']:.0%})"
-                for r in result["sweep"]))
+                f"{r['batch_tokens']}: {figures(r)}" for r in result["sweep"]))
     for result in results:
         if result.get("resident"):
             resident = result["resident"]
             lines.append(f"{result['model']}: hpd on {resident['documents']} documents by documents in flight: " +
-                         ", ".join(f"{r['max_resident']}: {r['documents_per_second']:.3f} docs/s "
-                                   f"({r['share_of_prefill']:.0%}, in decode {r['decode_share']:.0%}, "
-                                   f"choice {r['choice_share']:.0%})" for r in resident["rows"]))
+                         ", ".join(f"{r['max_resident']}: {figures(r)}" for r in resident["rows"]))
     for result in results:
         if "examples" in result:
             e = result["examples"]

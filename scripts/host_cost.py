@@ -3,9 +3,10 @@ does not take off the CPU, and that bounds hpd there once the decodes are fast.
 
     .venv/bin/python scripts/host_cost.py DOCS.jsonl [--model NAME] [--limit 64] [--examples FILE]
 
-It reads the first --limit of DOCS (categories in turn) in alone, after the others, then runs hpd on them with each part
-of a step timed: planning the batch, the decode, choosing tokens, finishing branches and
-documents; and reading documents in (their prompts included). BENCHMARKS.md, "On a GPU".
+It reads the first --limit of DOCS (categories in turn) in alone, after the others (the caches
+of a long run), then runs hpd on them with each part of a step timed: planning the batch, the
+decode, choosing tokens, finishing branches and documents; and reading documents in (their
+prompts included). BENCHMARKS.md, "On a GPU".
 """
 from __future__ import annotations
 
