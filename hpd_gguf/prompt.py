@@ -127,6 +127,7 @@ class PromptLayout:
         self._text_tokens = lru_cache(maxsize=1024)(lambda text: tuple(model.tokenize(text)))
         self._head_length = lru_cache(maxsize=256)(self._tokens_any_text_keeps)
         self._ending_tokens = lru_cache(maxsize=4096)(self._tokens_of_ending)  # 0.3-0.4 of ~1.2 ms a document
+        self._rendered = lru_cache(maxsize=1024)(self._render)
         placeholder = Task(document=Document(id="", text="x", category="x"), attributes=[Attribute(name="x")])
         pieces, first_document_piece, _ = self._pieces(placeholder, own_examples=False)
         self.preamble = self._tokens(pieces[:first_document_piece])
@@ -165,13 +166,8 @@ class PromptLayout:
         text_part = len(parts)
         messages.append({"role": "user", "content": _user_message(
             put(document.text), document.category and put(document.category), names)})
-        rendered = self._template.render(
-            messages=messages,
-            add_generation_prompt=True, bos_token=self._bos_text,
-            eos_token=self._eos_text,
-        )
         pieces, first, text = [], None, None
-        for i, chunk in enumerate(_SENTINEL.split(rendered)):
+        for i, chunk in enumerate(self._rendered(tuple((m["role"], m["content"]) for m in messages))):
             if i % 2:
                 index = int(chunk)
                 if first is None and index >= first_document_part:
@@ -183,9 +179,20 @@ class PromptLayout:
                 pieces.append(chunk)
         return pieces, first, text
 
-    def _fragments(self, pieces: list[str]) -> list[str | int]:
-        """Text runs and special-token ids; specials are recognised in trusted text only."""
-        fragments: list[str | int] = []
+    def _render(self, messages: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+        """The template rendered, split at the sentinels that stand for the user's text: the
+        same for every document whose messages have the same shape."""
+        rendered = self._template.render(
+            messages=[{"role": role, "content": content} for role, content in messages],
+            add_generation_prompt=True, bos_token=self._bos_text,
+            eos_token=self._eos_text,
+        )
+        return tuple(_SENTINEL.split(rendered))
+
+    def _fragments(self, pieces: list[str], before: tuple[str | int, ...] = ()) -> list[str | int]:
+        """Text runs and special-token ids; specials are recognised in trusted text only.
+        `before`: the fragments of the pieces before these, which they continue."""
+        fragments: list[str | int] = list(before)
         for piece in pieces:
             parts = [piece] if isinstance(piece, Untrusted) else self._split_specials(piece)
             for part in parts:
@@ -236,13 +243,14 @@ class PromptLayout:
     def document(self, task: Task, suffixes: bool = True) -> DocumentPrompt:
         """The document's prompt tokens and, unless suffixes=False, one suffix per attribute."""
         pieces, _, text = self._pieces(task)
-        fragments = self._fragments(pieces)
+        text = len(pieces) if text is None else text
+        before_text = tuple(self._fragments(pieces[:text]))
+        fragments = self._fragments(pieces[text:], before_text)
         tail = fragments.pop() if isinstance(fragments[-1], str) else ""
         head = self._fragment_tokens(fragments)
         ending = self._ending_tokens(tail, None)
         tokens = head + list(ending)
         shared = common_prefix(self.preamble, tokens)
-        before_text = tuple(self._fragments(pieces[:text]))
         head_end = min(common_prefix(self._fragment_tokens(before_text), tokens), self._head_length(before_text))
         names = task.names if suffixes else []
         # each attribute's whole prompt is head + the tokens of tail + its suffix text

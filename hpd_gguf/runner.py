@@ -14,9 +14,12 @@ from .examples import ExamplePicker
 from .llama import Batch, Context, Model, physical_cores
 from .prompt import DocumentPrompt, PromptLayout
 from .sampling import Greedy
-from .schema import NULL_TEXT, Document, InputError, Result, Schema, Task, as_task, document_name
+from .schema import NULL_TEXT, Attribute, Document, InputError, Result, Schema, Task, as_task, document_name
 from .sequence import Branch, Stops
 from .settings import DEFAULT_POSITIONS, Settings
+
+
+ATTRIBUTES_KEPT = 100_000  # attributes under the default constraint, made once each
 
 
 @dataclass
@@ -67,6 +70,7 @@ class ModelRunner:
         self.greedy = Greedy(model.n_vocab, settings.threads or physical_cores())
         self.stats = Stats()
         self.on_logits = None  # optional observer: on_logits(branches, logits) after each decode
+        self._default_constrained: dict[tuple, Attribute] = {}
 
     # documents
     def task(self, document: Document | dict | Task, index: int | None = None) -> Task:
@@ -78,11 +82,21 @@ class ModelRunner:
             if index is None:
                 raise
             raise InputError(document_name(index, document), str(error)) from None
-        constraint = self.settings.constraint
-        if constraint and any(a.constraint is None for a in task.attributes):
-            task = task.model_copy(update={"attributes": [
-                a if a.constraint else a.model_copy(update={"constraint": constraint}) for a in task.attributes]})
+        if self.settings.constraint and any(a.constraint is None for a in task.attributes):
+            task = Task.model_construct(document=task.document, attributes=[
+                a if a.constraint else self._constrained(a.name, a.description) for a in task.attributes])
         return task
+
+    def _constrained(self, name: str, description: str | None) -> Attribute:
+        """The attribute under the run's default constraint (made once: a copy a document and
+        attribute was a tenth of reading a document in)."""
+        key = (name, description)
+        if key not in self._default_constrained:
+            if len(self._default_constrained) >= ATTRIBUTES_KEPT:
+                self._default_constrained.clear()
+            self._default_constrained[key] = Attribute(name=name, description=description,
+                                                       constraint=self.settings.constraint)
+        return self._default_constrained[key]
 
     def prompt(self, task: Task, suffixes: bool = True) -> DocumentPrompt | Result:
         """The document's prompt, truncated or turned into an error record when too long."""

@@ -5,6 +5,7 @@ import json
 import math
 import numbers
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -121,6 +122,12 @@ class Attribute(BaseModel):
         if self.values and self.constraint is None:
             self.constraint = "choice"
         return self
+
+
+@lru_cache(maxsize=100_000)
+def named(name: str) -> Attribute:
+    """The attribute of that name with nothing more, made once (nothing changes an Attribute)."""
+    return Attribute(name=name)
 
 
 class Example(BaseModel):
@@ -243,7 +250,7 @@ class Schema(BaseModel):
         for attribute in self.attributes_for(category) or []:
             if attribute.name == name:
                 return attribute
-        return Attribute(name=name)
+        return named(name)
 
     def all_attributes(self) -> list[Attribute]:
         seen: dict[str, Attribute] = {}
@@ -297,8 +304,7 @@ def clean_value(raw: str) -> str | None:
 def make_task(document: Document, schema: Schema | None) -> Task:
     """The document's attributes: from its own line, else its category in the schema."""
     if document.attributes:
-        attributes = [schema.lookup(document.category, name) if schema else Attribute(name=name)
-                      for name in document.attributes]
+        attributes = [schema.lookup(document.category, name) if schema else named(name) for name in document.attributes]
     else:
         if schema is None:
             raise ValueError('no attributes: list them in its "attributes", or give --attributes or --schema')

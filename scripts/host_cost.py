@@ -14,6 +14,7 @@ import argparse
 import time
 from collections import defaultdict
 
+import hpd_gguf
 from hpd_gguf import Extractor
 from hpd_gguf.bench import interleave
 from hpd_gguf.engine import Engine
@@ -23,7 +24,7 @@ from hpd_gguf.llama import Context
 from hpd_gguf.runner import ModelRunner
 from hpd_gguf.scheduler import Scheduler
 from hpd_gguf.schema import Schema
-from hpd_gguf.sequence import DocumentState
+from reading_in import read_in_ms
 
 TIMED = {"plan": (Scheduler, "plan"), "decode": (Context, "decode"), "choose": (ModelRunner, "choose"),
          "finish": (Engine, "_finished_documents"), "read in": (Engine, "_read_one")}
@@ -56,13 +57,7 @@ def main() -> None:
     schema = Schema(categories={}).with_examples(read_examples(args.examples)) if args.examples else None
 
     runner = Extractor(args.model, schema, mode="hpd").runner
-    for record in others:  # a long run's caches: the instructions, the heads, the suffixes
-        runner.prompt(runner.task(record))
-    start = time.perf_counter()
-    for index, record in enumerate(records):
-        task = runner.task(record, index)
-        DocumentState.create(task, runner.prompt(task), runner.stops, index)
-    print(f"reading in: {1000 * (time.perf_counter() - start) / len(records):.2f} ms a document not seen before "
+    print(f"reading in: {read_in_ms(hpd_gguf, runner, records, others):.2f} ms a document not seen before "
           f"(validation, prompt, state; {len(records)}, caches warmed on {len(others)} others; "
           f"{'with' if schema else 'without'} labeled examples)")
 
