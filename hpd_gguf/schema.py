@@ -107,11 +107,18 @@ class Attribute(BaseModel):
     "choice": one of `values` or null; "number": a number, optionally with a unit.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)  # tasks share them
     name: str = Field(min_length=1)
     description: str | None = None
     constraint: Constraint | None = None
     values: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _values_mean_choice(cls, data):
+        if isinstance(data, dict) and data.get("values") and data.get("constraint") is None:
+            data = {**data, "constraint": "choice"}
+        return data
 
     @model_validator(mode="after")
     def _choice_needs_values(self) -> "Attribute":
@@ -119,8 +126,6 @@ class Attribute(BaseModel):
             raise ValueError(f"attribute {self.name!r}: 'values' must not be empty")
         if self.constraint == "choice" and not self.values:
             raise ValueError(f"attribute {self.name!r}: constraint 'choice' needs 'values'")
-        if self.values and self.constraint is None:
-            self.constraint = "choice"
         return self
 
 
