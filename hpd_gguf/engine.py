@@ -4,9 +4,10 @@
     job = engine.submit(documents)       # returns at once
     for result in job: ...               # or `async for`; job.cancel(); job.progress
 
-While there is work, a thread repeats: intake (documents from the jobs' inputs, each job its
-share first, into the scheduler's waiting queue; cancelled documents out) then `step()` (plan
-one batch, decode it, choose each branch's next token, hand finished documents to their jobs).
+While there is work, a thread repeats: cancelled documents out, then `step()`: plan one batch,
+start its decode, read documents in from the jobs' inputs while it runs (each job its share
+first, into the scheduler's waiting queue), choose each branch's next token, hand finished
+documents to their jobs.
 The run-wide preamble is decoded once, when the engine first runs, and stays for its life
 (hpd); each job then orders its own results.
 """
@@ -105,26 +106,29 @@ class Engine:
             if self.context is None:
                 self._start()
             while True:
-                self._intake()
-                if self.scheduler.idle:
-                    with self._lock:
-                        if not self._jobs:
-                            self._thread = None
-                            return
+                self._drop_unwanted()
+                if not self.scheduler.idle:
+                    self.step()
                     continue
-                self.step()
+                self._read_in()  # nothing in flight: waits for documents
+                with self._lock:
+                    if self.scheduler.idle and not self._jobs:
+                        self._thread = None
+                        return
         except Exception as error:  # llama.cpp refused a decode: the jobs in flight end with it
             self._fail_everything(error)
 
     def step(self) -> None:
-        """One decode for every resident document: plan a batch, decode it, choose each branch's
-        next token, and hand finished documents to their jobs."""
+        """One decode for every resident document: plan a batch, start its decode, read documents
+        in while it runs (on a GPU; a CPU is done by then), choose each branch's next token, and
+        hand finished documents to their jobs."""
         start = time.perf_counter()
         branches = self.scheduler.plan(self.batch)
         if self.batch.size == 0:  # cannot happen while can_ever_run() holds; never spin
             raise RuntimeError("the scheduler found nothing to decode")
-        logits = self.context.decode(self.batch)
-        tokens, logprobs = self.runner.choose(branches, logits)
+        self.context.submit(self.batch)
+        self._read_in()
+        tokens, logprobs = self.runner.choose(branches, self.context.logits())
         for doc in self._finished_documents(branches, tokens, logprobs):
             self._deliver(doc.job, doc.index, doc.result(self.runner.pieces, self.runner.settings.min_confidence))
         self._count(time.perf_counter() - start)
@@ -160,12 +164,12 @@ class Engine:
         return preamble + heads + s.max_resident * per_document + (s.n_seq_max - 1) * (8 + s.max_value_tokens) + \
             2 * s.batch_tokens
 
-    def _intake(self) -> None:
-        """Drop the documents no caller waits for, then take documents from the jobs' inputs
-        until twice the resident documents wait.  With documents in flight, the inputs are
-        waited for INPUT_WAIT_S at most in all (a file's next line comes in well under a
-        millisecond, so only a slow source waits that long); with none, until a document comes."""
-        self._drop_unwanted()
+    def _read_in(self) -> None:
+        """Take documents from the jobs' inputs until twice the resident documents wait (into
+        the waiting queue only: the cache is not touched while a decode runs).  With documents
+        in flight, the inputs are waited for INPUT_WAIT_S at most in all (a file's next line comes
+        in well under a millisecond, so only a slow source waits that long); with none, until a
+        document comes."""
         jobs = self._jobs_reading()
         self._input_came.clear()
         if jobs and self.scheduler.idle and not any(job.input.ready for job in jobs):
@@ -190,7 +194,8 @@ class Engine:
                 held[job] += 1
 
     def _drop_unwanted(self) -> None:
-        """Cancelled documents, those after a job's error, and those of stopped jobs not begun."""
+        """Cancelled documents, those after a job's error, and those of stopped jobs not begun
+        (before a step is planned: their branches must not be in it)."""
         if self._closed:
             for doc in self.scheduler.documents():
                 doc.job.cancel()

@@ -340,6 +340,8 @@ class Context:
         self.tokens_decoded = 0
         self.outputs_decoded = 0  # tokens whose logits were computed
         self.decode_seconds = 0.0  # inside llama_decode and the logits' fetch (on a GPU: its wait too)
+        self._earlier_logits: list[np.ndarray] = []  # of the pieces decoded before the last (no KV slot for all)
+        self._last_outputs = 0  # logits rows of the last piece decoded, not fetched yet
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
@@ -350,33 +352,53 @@ class Context:
 
     def decode(self, batch: Batch) -> np.ndarray:
         """Decode the whole batch; returns its logits (n_outputs, n_vocab), a view valid until
-        the next decode.  When llama.cpp finds no KV slot, halves of the batch are tried."""
+        the next decode."""
+        self.submit(batch)
+        return self.logits()
+
+    def submit(self, batch: Batch) -> None:
+        """Start decoding the whole batch; `logits()` waits for it.  On a GPU, llama_decode
+        returns once the work is queued, so the host can go on meanwhile; on a CPU it returns
+        when it is done.  When llama.cpp finds no KV slot, halves of the batch are tried."""
         if batch.size > self.n_batch:
             raise LlamaError(f"batch of {batch.size} tokens exceeds n_batch={self.n_batch}")
         start = time.perf_counter()
+        self._earlier_logits, self._last_outputs = [], 0
         try:
-            parts = self._decode_range(batch, 0, batch.size) if batch.size else []
+            if batch.size:
+                self._decode_range(batch, 0, batch.size)
         except LlamaError:
             self._roll_back(batch)
             raise
         finally:
             self.decode_seconds += time.perf_counter() - start
+
+    def logits(self) -> np.ndarray:
+        """The logits of the batch submitted last (n_outputs, n_vocab), once its decode is done:
+        a view valid until the next decode."""
+        start = time.perf_counter()
+        parts = self._earlier_logits + ([self._fetch_logits(self._last_outputs)] if self._last_outputs else [])
+        self.decode_seconds += time.perf_counter() - start  # on a GPU: the wait
         if len(parts) == 1:
             return parts[0]
         return np.concatenate(parts) if parts else np.empty((0, self.model.n_vocab), np.float32)
 
-    def _decode_range(self, batch: Batch, start: int, stop: int) -> list[np.ndarray]:
+    def _decode_range(self, batch: Batch, start: int, stop: int) -> None:
         status = C.llama_decode(self._ctx, batch.view(start, stop))
         if status == 0:
             self.decode_calls += 1
             self.tokens_decoded += stop - start
-            n_out = int(batch.logits[start:stop].sum())
-            self.outputs_decoded += n_out
-            return [self._logits(n_out)] if n_out else []
+            self._last_outputs = int(batch.logits[start:stop].sum())
+            self.outputs_decoded += self._last_outputs
+            return
         if status == 1 and stop - start > 1:  # no KV slot: try smaller pieces
             middle = (start + stop) // 2
-            first = [part.copy() for part in self._decode_range(batch, start, middle)]
-            return first + self._decode_range(batch, middle, stop)
+            self._decode_range(batch, start, middle)
+            if self._last_outputs:  # kept before the next piece's decode overwrites them
+                self._earlier_logits.append(self._fetch_logits(self._last_outputs).copy())
+                self._last_outputs = 0
+            self._decode_range(batch, middle, stop)
+            return
         raise LlamaError(f"llama_decode returned {status} for {stop - start} tokens"
                          + (" (KV cache full)" if status == 1 else ""))
 
@@ -389,8 +411,8 @@ class Context:
         for seq, pos in first.items():
             C.llama_memory_seq_rm(self._memory, seq, pos, -1)
 
-    def _logits(self, n_outputs: int) -> np.ndarray:
-        pointer = C.llama_get_logits(self._ctx)
+    def _fetch_logits(self, n_outputs: int) -> np.ndarray:
+        pointer = C.llama_get_logits(self._ctx)  # waits for the decode
         return np.ctypeslib.as_array(pointer, shape=(n_outputs, self.model.n_vocab))
 
     # sequence memory (metadata operations in a unified cache)

@@ -93,19 +93,16 @@ def measure(probe: Probe) -> Costs:
 def account(model: str, docs: str, limit: int, examples: str | None, costs: Costs) -> None:
     """Runs hpd, timing each decode and counting its rows, logits and the cells its rows see (a
     row at position p sees p + 1 cells: it is exactly its prompt alone)."""
-    totals = dict(seconds=0.0, rows=0, outputs=0, seen=0)
-    decode = Context.decode
+    totals = dict(rows=0, outputs=0, seen=0)
+    submit = Context.submit
 
-    def timed(self, batch):
+    def counted(self, batch):
         totals["rows"] += batch.size
         totals["outputs"] += int(batch.logits[: batch.size].sum())
         totals["seen"] += int(batch.pos[: batch.size].sum()) + batch.size
-        start = time.perf_counter()
-        out = decode(self, batch)
-        totals["seconds"] += time.perf_counter() - start
-        return out
+        return submit(self, batch)
 
-    Context.decode = timed
+    Context.submit = counted
     records = interleave(load_jsonl(docs))[:limit]
     schema = Schema(categories={}).with_examples(read_examples(examples)) if examples else None
     extractor = Extractor(model, schema, mode="hpd")
@@ -113,8 +110,9 @@ def account(model: str, docs: str, limit: int, examples: str | None, costs: Cost
     for _ in extractor.extract(records):
         pass
     wall = time.perf_counter() - start
-    Context.decode = decode
+    Context.submit = submit
     rows, outputs, seen = totals["rows"], totals["outputs"], totals["seen"]
+    totals["seconds"] = extractor.stats.decode_seconds  # in llama_decode and the logits' fetch
     parts = {"rows": rows * costs.row, "logits": outputs * costs.logits, "cells seen": seen * costs.seen_cell}
     predicted = sum(parts.values()) / 1000
     print(f"hpd on {len(records)} documents: {wall:.1f} s, {totals['seconds']:.1f} s of it in decodes;"

@@ -26,8 +26,8 @@ from hpd_gguf.scheduler import Scheduler
 from hpd_gguf.schema import Schema
 from reading_in import read_in_ms
 
-TIMED = {"plan": (Scheduler, "plan"), "decode": (Context, "decode"), "choose": (ModelRunner, "choose"),
-         "finish": (Engine, "_finished_documents"), "read in": (Engine, "_read_one")}
+TIMED = {"plan": (Scheduler, "plan"), "decode": (Context, "submit"), "logits": (Context, "logits"),
+         "choose": (ModelRunner, "choose"), "finish": (Engine, "_finished_documents"), "read in": (Engine, "_read_one")}
 
 
 def timing(seconds: dict[str, float], calls: dict[str, int]):

@@ -74,18 +74,18 @@ def test_stacking_respects_limits(model, products):
     from hpd_gguf.llama import Context
 
     sizes = []
-    original = Context.decode
+    original = Context.submit
 
     def spy(self, batch):
         sizes.append(batch.size)
         assert batch.size <= self.n_batch
         return original(self, batch)
 
-    Context.decode = spy
+    Context.submit = spy
     try:
         results = list(extractor.extract(products))
     finally:
-        Context.decode = original
+        Context.submit = original
     assert len(results) == len(products) and max(sizes) <= 64
     assert extractor.stats.decode_calls == len(sizes)
 

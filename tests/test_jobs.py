@@ -92,6 +92,44 @@ def first_decodes(tracer: Tracer) -> dict[str, int]:
     return first
 
 
+def test_documents_are_read_in_while_a_decode_runs_and_the_cache_is_left_alone(model, products):
+    """Each step reads documents in between starting its decode and taking its logits (on a GPU
+    the reading overlaps the decode); nothing touches the KV cache in between, cancellations
+    included, so no branch of a step in flight is freed."""
+    from hpd_gguf.engine import Engine
+    from hpd_gguf.llama import Context
+
+    events, in_flight = [], []
+    spied = {(Context, "submit"): "submit", (Context, "logits"): "logits", (Context, "seq_rm"): "cache",
+             (Context, "seq_cp"): "cache", (Engine, "_read_one"): "read"}
+    originals = {key: getattr(*key) for key in spied}
+
+    def spy(key):
+        def call(*args, **kwargs):
+            kind = spied[key]
+            events.append((kind, bool(in_flight)))
+            in_flight[:] = [True] if kind == "submit" else [] if kind == "logits" else in_flight
+            return originals[key](*args, **kwargs)
+        return call
+
+    for key in spied:
+        setattr(*key, spy(key))
+    try:
+        extractor = raw_extractor(model, max_value_tokens=MAX_VALUE_TOKENS, max_resident=2)
+        cancelled = extractor.submit([dict(p, id=f"c{p['id']}") for p in products])
+        kept = extractor.submit(dict(p) for p in products[:4])  # an iterator: read as it comes
+        next(iter(cancelled))
+        cancelled.cancel()
+        assert [r.id for r in kept] == [p["id"] for p in products[:4]]
+        extractor.close()
+    finally:
+        for key, method in originals.items():
+            setattr(*key, method)
+    assert ("read", True) in events, "no document was read in while a decode ran"
+    assert ("cache", True) not in events, "the cache was changed while a decode ran"
+    assert ("cache", False) in events  # branches were opened and freed, between the decodes
+
+
 def test_a_cancelled_job_frees_its_ids_and_cells_within_a_step(engine_extractor, products):
     engine = engine_extractor.engine
     list(engine_extractor.submit(products[:2]))
