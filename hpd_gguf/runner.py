@@ -88,8 +88,8 @@ class ModelRunner:
         return task
 
     def _constrained(self, name: str, description: str | None) -> Attribute:
-        """The attribute under the run's default constraint (made once: a copy a document and
-        attribute was a tenth of reading a document in)."""
+        """The attribute under the run's default constraint, made once per name and description
+        (a copy for every document took a tenth of the time to read one in)."""
         key = (name, description)
         if key not in self._default_constrained:
             if len(self._default_constrained) >= ATTRIBUTES_KEPT:
