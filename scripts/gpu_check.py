@@ -20,6 +20,7 @@ from hpd_gguf.jsonl import load_jsonl
 from hpd_gguf.llama import Model, devices, supports_gpu_offload, system_info
 from hpd_gguf.schema import Schema
 from hpd_gguf.settings import MODES, Settings
+from host_cost import host_costs
 
 RAW = {"constraint": None, "min_confidence": 0.0}  # the model's own values: nothing cut short
 
@@ -125,6 +126,16 @@ def resident_sweep(path: Path, prefill: tuple, args, out: Path) -> dict:
     return {"documents": documents, "rows": rows}
 
 
+def host_part(path: Path, docs: Path, args) -> dict:
+    """Where hpd's host time goes on this machine: per step, planning, queueing the decode,
+    waiting for its logits, choosing tokens and finishing; per document, reading it in (during
+    the decode).  On a GPU, the lever after the decodes (BENCHMARKS.md, "On a GPU")."""
+    settings = raw_settings(args)
+    costs = host_costs(Extractor(Model(path, settings["n_gpu_layers"]), mode="hpd", **settings), load_jsonl(docs))
+    return {"documents": costs["documents"], "steps": costs["steps"],
+            "ms": {name: round(ms, 3) for name, ms in costs["ms"].items()}}
+
+
 def figures(row: dict) -> str:
     """One sweep run's figures, for the table."""
     return (f"{row['documents_per_second']:.3f} docs/s ({row['share_of_prefill']:.0%}, in decode "
@@ -151,6 +162,14 @@ def table(results: list[dict]) -> str:
             resident = result["resident"]
             lines.append(f"{result['model']}: hpd on {resident['documents']} documents by documents in flight: " +
                          ", ".join(f"{r['max_resident']}: {figures(r)}" for r in resident["rows"]))
+    for result in results:
+        if result.get("host"):
+            ms, steps = result["host"]["ms"], result["host"]["steps"]
+            lines.append(f"{result['model']}: hpd's host a step ({steps} steps): plan {ms['plan']:.2f} ms, starting "
+                         f"the decode (on a CPU: all of it) {ms['decode']:.2f}, waiting for its logits "
+                         f"{ms['logits']:.2f}, choosing "
+                         f"{ms['choose']:.2f}, finishing {ms['finish']:.2f}; reading a document in "
+                         f"{ms['read in']:.2f} ms, during the decode")
     for result in results:
         if "examples" in result:
             e = result["examples"]
@@ -196,7 +215,8 @@ def main() -> None:
         results.append(result)
         problems += found
         prefill = (result["prefill_tokens_per_second"], result["output_cost"]) if "output_cost" in result else None
-        parts = {"examples": labeled and (lambda: examples_cost(path, labeled, prefill, args)),
+        parts = {"host": lambda: host_part(path, docs, args),
+                 "examples": labeled and (lambda: examples_cost(path, labeled, prefill, args)),
                  "sweep": args.sweep and (lambda: settings_sweep(path, docs, prefill, args)),
                  "resident": args.sweep_resident and (lambda: resident_sweep(path, prefill, args, out))}
         for name, part in parts.items():

@@ -4,15 +4,17 @@ does not take off the CPU, and that bounds hpd there once the decodes are fast.
     .venv/bin/python scripts/host_cost.py DOCS.jsonl [--model NAME] [--limit 64] [--examples FILE]
 
 It reads the first --limit of DOCS (categories in turn) in alone, after the others (the caches
-of a long run), then runs hpd on them with each part of a step timed: planning the batch, the
-decode, choosing tokens, finishing branches and documents; and reading documents in (their
-prompts included). BENCHMARKS.md, "On a GPU".
+of a long run), then runs hpd on them with each part of a step timed: planning the batch,
+starting the decode (on a CPU, all of it), waiting for its logits, choosing tokens, finishing
+branches and documents; and reading documents in (their prompts included; during the decode).
+scripts/gpu_check.py prints the same on the GPU. BENCHMARKS.md, "On a GPU".
 """
 from __future__ import annotations
 
 import argparse
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 import hpd_gguf
 from hpd_gguf import Extractor
@@ -30,8 +32,9 @@ TIMED = {"plan": (Scheduler, "plan"), "decode": (Context, "submit"), "logits": (
          "choose": (ModelRunner, "choose"), "finish": (Engine, "_finished_documents"), "read in": (Engine, "_read_one")}
 
 
+@contextmanager
 def timing(seconds: dict[str, float], calls: dict[str, int]):
-    """Wrap each TIMED method so that it adds its time to `seconds`."""
+    """Within it, each TIMED method adds its time to `seconds` and its calls to `calls`."""
     def wrap(name, method):
         def timed(*args, **kwargs):
             start = time.perf_counter()
@@ -41,8 +44,28 @@ def timing(seconds: dict[str, float], calls: dict[str, int]):
                 seconds[name] += time.perf_counter() - start
                 calls[name] += 1
         return timed
+    originals = {name: getattr(owner, attribute) for name, (owner, attribute) in TIMED.items()}
     for name, (owner, attribute) in TIMED.items():
-        setattr(owner, attribute, wrap(name, getattr(owner, attribute)))
+        setattr(owner, attribute, wrap(name, originals[name]))
+    try:
+        yield
+    finally:
+        for name, (owner, attribute) in TIMED.items():
+            setattr(owner, attribute, originals[name])
+
+
+def host_costs(extractor: Extractor, records: list) -> dict:
+    """hpd on `records` with each part timed: seconds in all, milliseconds a step (a document
+    for reading in), the steps, the wall and setup seconds."""
+    seconds, calls = defaultdict(float), defaultdict(int)
+    start = time.perf_counter()
+    with timing(seconds, calls):
+        for _ in extractor.extract(records):
+            pass
+    wall, steps = time.perf_counter() - start, max(calls["plan"], 1)
+    per = {name: 1000 * seconds[name] / (len(records) if name == "read in" else steps) for name in TIMED}
+    return {"documents": len(records), "steps": calls["plan"], "wall_seconds": wall,
+            "setup_seconds": extractor.stats.setup_seconds, "seconds": {name: seconds[name] for name in TIMED}, "ms": per}
 
 
 def main() -> None:
@@ -61,20 +84,12 @@ def main() -> None:
           f"(validation, prompt, state; {len(records)}, caches warmed on {len(others)} others; "
           f"{'with' if schema else 'without'} labeled examples)")
 
-    seconds, calls = defaultdict(float), defaultdict(int)
-    timing(seconds, calls)
-    extractor = Extractor(args.model, schema, mode="hpd")
-    start = time.perf_counter()
-    for _ in extractor.extract(records):
-        pass
-    wall = time.perf_counter() - start
-    steps, documents = calls["plan"], len(records)
-    print(f"hpd on {documents} documents: {wall:.1f} s, {steps} steps; setup {extractor.stats.setup_seconds:.2f} s")
-    for name in TIMED:
-        per = f"{1000 * seconds[name] / documents:.2f} ms a document" if name == "read in" else \
-            f"{1000 * seconds[name] / steps:.2f} ms a step"
-        print(f"  {name:<8}{seconds[name]:>8.2f} s  {per}")
-    rest = wall - sum(seconds.values()) - extractor.stats.setup_seconds
+    costs = host_costs(Extractor(args.model, schema, mode="hpd"), records)
+    print(f"hpd on {costs['documents']} documents: {costs['wall_seconds']:.1f} s, {costs['steps']} steps; "
+          f"setup {costs['setup_seconds']:.2f} s")
+    for name, seconds in costs["seconds"].items():
+        print(f"  {name:<8}{seconds:>8.2f} s  {costs['ms'][name]:.2f} ms a {'document' if name == 'read in' else 'step'}")
+    rest = costs["wall_seconds"] - sum(costs["seconds"].values()) - costs["setup_seconds"]
     print(f"  {'other':<8}{rest:>8.2f} s  (results, bookkeeping; the preamble is in decode)")
 
 
