@@ -29,7 +29,7 @@ from .scheduler import WAITING_PER_RESIDENT, Limits, Scheduler
 from .schema import Result
 from .sequence import Branch, DocumentState
 
-INPUT_WAIT_S = 0.02  # with documents in flight, the longest an intake waits for input
+INPUT_WAIT_S = 0.02  # with documents in flight, the longest a step's reading waits for input
 IDLE_POLL_S = 0.1  # with none, how often stop() and cancel() are looked for while input is awaited
 
 
