@@ -91,7 +91,7 @@ def measure(probe: Probe) -> Costs:
 
 
 def account(model: str, docs: str, limit: int, examples: str | None, costs: Costs) -> None:
-    """Runs hpd, timing each decode and counting its rows, logits and the cells its rows see (a
+    """Runs hpd, timing its decodes and counting their rows, logits and the cells its rows see (a
     row at position p sees p + 1 cells: it is exactly its prompt alone)."""
     totals = dict(rows=0, outputs=0, seen=0)
     submit = Context.submit
@@ -112,13 +112,13 @@ def account(model: str, docs: str, limit: int, examples: str | None, costs: Cost
     wall = time.perf_counter() - start
     Context.submit = submit
     rows, outputs, seen = totals["rows"], totals["outputs"], totals["seen"]
-    totals["seconds"] = extractor.stats.decode_seconds  # in llama_decode and the logits' fetch
+    in_decodes = extractor.stats.decode_seconds  # in llama_decode and the logits' fetch
     parts = {"rows": rows * costs.row, "logits": outputs * costs.logits, "cells seen": seen * costs.seen_cell}
     predicted = sum(parts.values()) / 1000
-    print(f"hpd on {len(records)} documents: {wall:.1f} s, {totals['seconds']:.1f} s of it in decodes;"
+    print(f"hpd on {len(records)} documents: {wall:.1f} s, {in_decodes:.1f} s of it in decodes;"
           f" {rows} rows, {outputs} with logits, {seen / rows:.0f} cells seen a row")
     print("predicted by the costs above: " + ", ".join(f"{k} {v / 1000:.1f} s" for k, v in parts.items())
-          + f" = {predicted:.1f} s; the steps took {totals['seconds'] / predicted:.2f}x that")
+          + f" = {predicted:.1f} s; the steps took {in_decodes / predicted:.2f}x that")
 
 
 def main() -> None:

@@ -165,11 +165,10 @@ def table(results: list[dict]) -> str:
     for result in results:
         if result.get("host"):
             ms, steps = result["host"]["ms"], result["host"]["steps"]
-            lines.append(f"{result['model']}: hpd's host a step ({steps} steps): plan {ms['plan']:.2f} ms, starting "
-                         f"the decode (on a CPU: all of it) {ms['decode']:.2f}, waiting for its logits "
-                         f"{ms['logits']:.2f}, choosing "
-                         f"{ms['choose']:.2f}, finishing {ms['finish']:.2f}; reading a document in "
-                         f"{ms['read in']:.2f} ms, during the decode")
+            lines.append(f"{result['model']}: hpd's host a step ({steps} steps): plan {ms['plan']:.2f} ms, "
+                         f"starting the decode (on a CPU: all of it) {ms['decode']:.2f}, waiting for its logits "
+                         f"{ms['logits']:.2f}, choosing {ms['choose']:.2f}, finishing {ms['finish']:.2f}; "
+                         f"reading a document in {ms['read in']:.2f} ms, during the decode")
     for result in results:
         if "examples" in result:
             e = result["examples"]

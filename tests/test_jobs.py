@@ -99,7 +99,8 @@ def test_documents_are_read_in_while_a_decode_runs_and_the_cache_is_left_alone(m
     from hpd_gguf.engine import Engine
     from hpd_gguf.llama import Context
 
-    events, in_flight = [], []
+    events = []  # (kind of call, whether a decode was in flight)
+    decoding = threading.Event()  # set from submit to logits
     spied = {(Context, "submit"): "submit", (Context, "logits"): "logits", (Context, "seq_rm"): "cache",
              (Context, "seq_cp"): "cache", (Engine, "_read_one"): "read"}
     originals = {key: getattr(*key) for key in spied}
@@ -107,8 +108,11 @@ def test_documents_are_read_in_while_a_decode_runs_and_the_cache_is_left_alone(m
     def spy(key):
         def call(*args, **kwargs):
             kind = spied[key]
-            events.append((kind, bool(in_flight)))
-            in_flight[:] = [True] if kind == "submit" else [] if kind == "logits" else in_flight
+            events.append((kind, decoding.is_set()))
+            if kind == "submit":
+                decoding.set()
+            elif kind == "logits":
+                decoding.clear()
             return originals[key](*args, **kwargs)
         return call
 
