@@ -3,6 +3,7 @@ documents of one category share."""
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,7 +93,7 @@ class Branch(Sequence):
     def confidence(self) -> float:
         """Probability of the tokens decoded greedily; for a vetoed value, that it was not
         the value the model wanted."""
-        p = float(np.exp(np.sum(self.logprobs))) if self.logprobs else 1.0
+        p = math.exp(sum(self.logprobs))  # a few floats: numpy would take 15 µs a value
         return 1.0 - p if self.vetoed else p
 
 
