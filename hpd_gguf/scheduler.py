@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from .kv import PREAMBLE_SEQ, KVCache
+from .kv import KVCache
 from .llama import Batch
 from .sequence import Branch, DocumentState, SharedHead, Status
 
@@ -85,7 +85,7 @@ class Scheduler:
                 branch = doc.branches[doc.started]
                 if self.kv.free_seqs == 0 or branch.cells > self.kv.free_cells:
                     break
-                branch.seq = self.kv.open(branch.cells, source=doc.seq)
+                branch.seq = self.kv.open(branch.cells, self._preamble(doc), source=doc.seq)
                 doc.started += 1
                 if doc.started == len(doc.branches):  # the branches now hold its cells
                     self.kv.close(doc.seq, 0)
@@ -130,12 +130,12 @@ class Scheduler:
         self.waiting.remove(doc)
         self._forget_waiting_head(doc)
         self._last_head = doc.prompt.head
-        share = self.share_preamble and doc.pos > 0
+        preamble = self._preamble(doc)
         if new_head:  # another waiting document asks the same of the same category
             head = self.heads[key] = SharedHead(pos=doc.pos, pending=list(key), key=key)
             self.heads_made += 1
             self._remember(key)
-            head.seq = self.kv.open(head.cells, source=PREAMBLE_SEQ if share else None, upto=head.pos)
+            head.seq = self.kv.open(head.cells, preamble)
         if head:
             self.heads[key] = self.heads.pop(key)  # the most recently used last
             doc.share(head)
@@ -144,10 +144,14 @@ class Scheduler:
         else:
             doc.start_prefill()
         doc.cells = len(doc.pending)
-        doc.seq = self.kv.open(doc.cells, source=PREAMBLE_SEQ if share and not head else None, upto=doc.pos)
+        doc.seq = self.kv.open(doc.cells, preamble)  # with a head, its cells come once decoded
         self.running.append(doc)
         self._link_heads()
         return True
+
+    def _preamble(self, doc: DocumentState) -> int:
+        """The positions of the run-wide preamble that the document's sequences begin with."""
+        return doc.prompt.shared if self.share_preamble else 0
 
     def _next_waiting(self) -> DocumentState:
         """The oldest waiting document that shares the head of the last one admitted, else the

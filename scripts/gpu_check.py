@@ -168,7 +168,8 @@ def table(results: list[dict]) -> str:
             lines.append(f"{result['model']}: hpd's host a step ({steps} steps): plan {ms['plan']:.2f} ms, "
                          f"starting the decode (on a CPU: all of it) {ms['decode']:.2f}, waiting for its logits "
                          f"{ms['logits']:.2f}, choosing {ms['choose']:.2f}, finishing {ms['finish']:.2f}; "
-                         f"reading a document in {ms['read in']:.2f} ms, during the decode")
+                         f"reading a document in {ms['read in']:.2f} ms, during the decode; a document's KV "
+                         f"copies {ms['kv copies']:.2f} ms and removals {ms['kv removals']:.2f} (in plan and finish)")
     for result in results:
         if "examples" in result:
             e = result["examples"]

@@ -7,6 +7,7 @@ It reads the first --limit of DOCS (categories in turn) in alone, after the othe
 of a long run), then runs hpd on them with each part of a step timed: planning the batch,
 starting the decode (on a CPU, all of it), waiting for its logits, choosing tokens, finishing
 branches and documents; and reading documents in (their prompts included; during the decode).
+Within planning and finishing: llama.cpp's copies and removals of sequences' cells, a document.
 scripts/gpu_check.py prints the same on the GPU. BENCHMARKS.md, "On a GPU".
 """
 from __future__ import annotations
@@ -29,7 +30,10 @@ from hpd_gguf.schema import Schema
 from reading_in import read_in_ms
 
 TIMED = {"plan": (Scheduler, "plan"), "decode": (Context, "submit"), "logits": (Context, "logits"),
-         "choose": (ModelRunner, "choose"), "finish": (Engine, "_finished_documents"), "read in": (Engine, "_read_one")}
+         "choose": (ModelRunner, "choose"), "finish": (Engine, "_finished_documents"), "read in": (Engine, "_read_one"),
+         "kv copies": (Context, "seq_cp"), "kv removals": (Context, "seq_rm")}
+NESTED = {"kv copies", "kv removals"}  # llama.cpp's cell bookkeeping, within plan and finish
+PER_DOCUMENT = {"read in"} | NESTED
 
 
 @contextmanager
@@ -56,14 +60,14 @@ def timing(seconds: dict[str, float], calls: dict[str, int]):
 
 def host_costs(extractor: Extractor, records: list) -> dict:
     """hpd on `records` with each part timed: seconds in all, milliseconds a step (a document
-    for reading in), the steps, the wall and setup seconds."""
+    for reading in and the KV copies and removals), the steps, the wall and setup seconds."""
     seconds, calls = defaultdict(float), defaultdict(int)
     start = time.perf_counter()
     with timing(seconds, calls):
         for _ in extractor.extract(records):
             pass
     wall, steps = time.perf_counter() - start, max(calls["plan"], 1)
-    per = {name: 1000 * seconds[name] / (len(records) if name == "read in" else steps) for name in TIMED}
+    per = {name: 1000 * seconds[name] / (len(records) if name in PER_DOCUMENT else steps) for name in TIMED}
     return {"documents": len(records), "steps": calls["plan"], "wall_seconds": wall,
             "setup_seconds": extractor.stats.setup_seconds, "seconds": {name: seconds[name] for name in TIMED}, "ms": per}
 
@@ -88,9 +92,10 @@ def main() -> None:
     print(f"hpd on {costs['documents']} documents: {costs['wall_seconds']:.1f} s, {costs['steps']} steps; "
           f"setup {costs['setup_seconds']:.2f} s")
     for name, seconds in costs["seconds"].items():
-        print(f"  {name:<8}{seconds:>8.2f} s  {costs['ms'][name]:.2f} ms a {'document' if name == 'read in' else 'step'}")
-    rest = costs["wall_seconds"] - sum(costs["seconds"].values()) - costs["setup_seconds"]
-    print(f"  {'other':<8}{rest:>8.2f} s  (results, bookkeeping; the preamble is in decode)")
+        label = f"  of which {name}" if name in NESTED else name
+        print(f"  {label:<22}{seconds:>8.2f} s  {costs['ms'][name]:.2f} ms a {'document' if name in PER_DOCUMENT else 'step'}")
+    rest = costs["wall_seconds"] - sum(s for n, s in costs["seconds"].items() if n not in NESTED) - costs["setup_seconds"]
+    print(f"  {'other':<22}{rest:>8.2f} s  (results, bookkeeping; the preamble is in decode)")
 
 
 if __name__ == "__main__":

@@ -232,3 +232,23 @@ def test_documents_listing_the_same_attributes_in_another_order_share_their_head
     assert "Brand: Clarks\nGender: Women's\nColor: Black Synthetic\nSize: 7.5 M US" in head
     sequential = trace(raw_extractor(model, mode="sequential", **settings), documents)
     assert_matches_sequential(results, steps, ({r.id: r.values for r in sequential[0]}, sequential[1]))
+
+
+def test_ids_reused_by_documents_with_and_without_examples_of_their_own(model, products):
+    """A category's own examples replace the generic ones, so its documents share less of the
+    preamble: an id keeps its last sequence's part of the preamble, and the next gets or drops
+    the difference (few ids, so that each is reused by both kinds)."""
+    categories = ["Shoes", "Jackets"] * 4  # no labeled Jackets: the generic examples
+    documents = [{"id": f"d{i}", "text": p["text"], "category": c, "attributes": ["Brand", "Color"]}
+                 for i, (p, c) in enumerate(zip(products[:8], categories))]
+    settings = _with_examples(max_value_tokens=MAX_VALUE_TOKENS, examples_per_category=2, n_seq_max=6,
+                              max_resident=2)
+    sequential = trace(raw_extractor(model, mode="sequential", **settings), documents)
+    extractor = raw_extractor(model, mode="hpd", **settings)
+    results, steps = trace(extractor, documents)
+    assert_matches_sequential(results, steps, ({r.id: r.values for r in sequential[0]}, sequential[1]))
+    shares = {extractor.runner.prompt(extractor.task(d)).shared for d in documents}
+    assert len(shares) == 2
+    context = extractor.engine.context
+    held = {context.seq_pos_max(seq) + 1 for seq in range(1, context.n_seq_max)}
+    assert held <= shares | {0}  # nothing past the preamble stays on a free id

@@ -19,8 +19,10 @@ def wait_until_idle(engine, limit=60.0):
 
 
 def kv_in_use(engine) -> list[int]:
-    """Sequence ids (the preamble's apart) that still hold cells in llama.cpp's cache."""
-    return [s for s in range(1, engine.context.n_seq_max) if engine.context.seq_pos_max(s) >= 0]
+    """Sequence ids (the preamble's apart) that still hold cells past the preamble in llama.cpp's
+    cache (a free id keeps the preamble's, for its next sequence)."""
+    preamble = len(engine.runner.layout.preamble)
+    return [s for s in range(1, engine.context.n_seq_max) if engine.context.seq_pos_max(s) >= preamble]
 
 
 @pytest.fixture
