@@ -10,8 +10,8 @@ class KVCache:
     """Hands out sequence ids (0 holds the run-wide preamble) and accounts for cells so that
     llama.cpp never runs out of either.
 
-    An id keeps the preamble's cells its last sequence began with when it is closed, and its
-    next sequence gets or drops only the difference: llama.cpp's copies and removals cost
+    A closed id keeps the part of the preamble its sequence began with, and the next sequence
+    on it gets or drops only the difference: llama.cpp's copies and removals cost
     ~75 ns a cell (on top of a scan of the whole cache), so sharing the preamble's ~270 cells
     anew took ~20 µs of each of a document's ~26 copies and removals."""
 
@@ -25,9 +25,9 @@ class KVCache:
     def free_seqs(self) -> int:
         return len(self._free_seqs)
 
-    def open(self, cells: int, preamble: int = 0, source: int | None = None, upto: int = -1) -> int:
+    def open(self, cells: int, preamble: int = 0, source: int | None = None) -> int:
         """A new sequence holding `cells` cells: the preamble's below position `preamble`, then
-        `source`'s from there below position `upto` (-1: all of them)."""
+        all of `source`'s from there."""
         if not self._free_seqs:
             raise RuntimeError("no free sequence id")
         if cells > self.free_cells:
@@ -41,7 +41,7 @@ class KVCache:
             self.context.seq_cp(PREAMBLE_SEQ, seq, held, preamble)
         self._preamble_held[seq] = preamble
         if source is not None:
-            self.copy(source, seq, upto)
+            self.copy(source, seq)
         return seq
 
     def copy(self, source: int, seq: int, upto: int = -1) -> None:

@@ -85,7 +85,7 @@ class Scheduler:
                 branch = doc.branches[doc.started]
                 if self.kv.free_seqs == 0 or branch.cells > self.kv.free_cells:
                     break
-                branch.seq = self.kv.open(branch.cells, self._preamble(doc), source=doc.seq)
+                branch.seq = self.kv.open(branch.cells, doc.preamble, source=doc.seq)
                 doc.started += 1
                 if doc.started == len(doc.branches):  # the branches now hold its cells
                     self.kv.close(doc.seq, 0)
@@ -130,12 +130,11 @@ class Scheduler:
         self.waiting.remove(doc)
         self._forget_waiting_head(doc)
         self._last_head = doc.prompt.head
-        preamble = self._preamble(doc)
         if new_head:  # another waiting document asks the same of the same category
             head = self.heads[key] = SharedHead(pos=doc.pos, pending=list(key), key=key)
             self.heads_made += 1
             self._remember(key)
-            head.seq = self.kv.open(head.cells, preamble)
+            head.seq = self.kv.open(head.cells, doc.preamble)
         if head:
             self.heads[key] = self.heads.pop(key)  # the most recently used last
             doc.share(head)
@@ -144,14 +143,10 @@ class Scheduler:
         else:
             doc.start_prefill()
         doc.cells = len(doc.pending)
-        doc.seq = self.kv.open(doc.cells, preamble)  # with a head, its cells come once decoded
+        doc.seq = self.kv.open(doc.cells, doc.preamble)  # with a head, its cells come once decoded
         self.running.append(doc)
         self._link_heads()
         return True
-
-    def _preamble(self, doc: DocumentState) -> int:
-        """The positions of the run-wide preamble that the document's sequences begin with."""
-        return doc.prompt.shared if self.share_preamble else 0
 
     def _next_waiting(self) -> DocumentState:
         """The oldest waiting document that shares the head of the last one admitted, else the

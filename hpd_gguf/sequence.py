@@ -132,6 +132,7 @@ class DocumentState(Sequence):
     order: int = 0  # admission order over all jobs
     branches: list[Branch] = field(default_factory=list)
     cells: int = 0  # KV cells of its own segment
+    preamble: int = 0  # positions of the run-wide preamble its sequences begin with (decoded once)
     started: int = 0  # branches given a sequence so far
     finished: int = 0
     head: SharedHead | None = None  # shared with other documents, when it is
@@ -144,7 +145,7 @@ class DocumentState(Sequence):
                share_preamble: bool = True, **where) -> "DocumentState":
         start = prompt.shared if share_preamble else 0
         doc = cls(pos=start, pending=list(prompt.tokens[start:]), task=task, prompt=prompt,
-                  stops=stops, order=order, **where)
+                  stops=stops, order=order, preamble=start, **where)
         end = len(prompt.tokens)
         doc.branches = [Branch(pos=end, pending=list(suffix), doc=doc, index=i,
                                constraint=make_constraint(a.constraint, task.document.text, a.values))
