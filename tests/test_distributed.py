@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -59,11 +60,12 @@ def test_a_killed_worker_loses_and_duplicates_nothing(tmp_path):
     docs.write_text("".join(json.dumps({**json.loads(l), "id": f"{c}-{json.loads(l)['id']}"}) + "\n"
                             for c in range(3) for l in source))
     out = tmp_path / "out.jsonl"
+    before = _extract_workers()
     process = subprocess.Popen([sys.executable, "-m", "hpd_gguf", "run", "smollm2-135m", str(docs), "-o", str(out),
                                 "--ray", "auto", "--workers", "2", "--threads-per-worker", "1",
                                 "--max-value-tokens", "4"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed = _kill_a_busy_worker(process)
+    killed = _kill_a_busy_worker(process, before)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
     assert killed, "no busy worker was found to kill"
@@ -79,11 +81,12 @@ def test_ctrl_c_at_a_terminal_stops_the_run_not_the_local_ray_under_it(tmp_path)
     docs.write_text("".join(json.dumps({**json.loads(l), "id": f"{c}-{json.loads(l)['id']}"}) + "\n"
                             for c in range(2) for l in (DATA / "products20.jsonl").read_text().splitlines()))
     out = tmp_path / "out.jsonl"
+    before = _extract_workers()
     process = subprocess.Popen([sys.executable, "-m", "hpd_gguf", "run", "smollm2-135m", str(docs), "-o", str(out),
                                 "--ray", "auto", "--workers", "2", "--max-value-tokens", "4"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # its own process group, as a terminal gives
-    assert _busy_worker(process) is not None, "no Ray worker got busy"
+    assert _busy_worker(process, before) is not None, "no Ray worker got busy"
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr[-3000:]
@@ -92,20 +95,32 @@ def test_ctrl_c_at_a_terminal_stops_the_run_not_the_local_ray_under_it(tmp_path)
     assert len(ids) < 40 and len(set(ids)) == len(ids)
 
 
-def _kill_a_busy_worker(process) -> bool:
-    pid = _busy_worker(process)
+def _kill_a_busy_worker(process, before: set[int]) -> bool:
+    pid = _busy_worker(process, before)
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
     return pid is not None
 
 
-def _busy_worker(process, limit=240) -> int | None:
-    """The first Ray actor process that holds the model and is using a CPU."""
+def _extract_workers() -> set[int]:
+    """Ray actor processes that hold the model, this run's or not (earlier tests' may linger)."""
+    lines = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    return {int(line.split(None, 1)[0]) for line in lines if "ExtractWorker" in line}
+
+
+def _busy_worker(process, before: set[int], limit=240) -> int | None:
+    """The first Ray actor process holding the model that was not there `before` the run and is
+    using a CPU now (ps's %CPU is a lifetime average: an idle actor of an earlier test has one too)."""
+    ticks: dict[int, int] = {}
     start = time.time()
     while time.time() - start < limit and process.poll() is None:
-        for line in subprocess.run(["ps", "-eo", "pid,pcpu,args"], capture_output=True, text=True).stdout.splitlines():
-            pid, cpu, args = line.split(None, 2)
-            if "ExtractWorker" in args and float(cpu) > 20:
-                return int(pid)
+        for pid in _extract_workers() - before:
+            try:
+                used = sum(int(n) for n in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+            except (OSError, IndexError, ValueError):  # it ended meanwhile
+                continue
+            if pid in ticks and used - ticks[pid] >= 10:  # 0.1 s of CPU in 0.5 s
+                return pid
+            ticks[pid] = used
         time.sleep(0.5)
     return None
