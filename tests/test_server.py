@@ -32,10 +32,10 @@ def running(extractor, limits=None, api_key=None, allow_origins=()):
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        for _ in range(200):
-            if server.started:
-                break
+        deadline = time.time() + 60  # seconds, not the usual tenths, on a loaded machine
+        while not server.started and thread.is_alive() and time.time() < deadline:
             time.sleep(0.02)
+        assert server.started, "uvicorn did not start"
         yield url
     finally:
         server.should_exit = True
