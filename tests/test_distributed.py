@@ -115,12 +115,20 @@ def _busy_worker(process, before: set[int], limit=240) -> int | None:
     start = time.time()
     while time.time() - start < limit and process.poll() is None:
         for pid in _extract_workers() - before:
-            try:
-                used = sum(int(n) for n in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
-            except (OSError, IndexError, ValueError):  # it ended meanwhile
+            used = _cpu_ticks(pid)
+            if used is None:  # it ended meanwhile
                 continue
             if pid in ticks and used - ticks[pid] >= 10:  # 0.1 s of CPU in 0.5 s
                 return pid
             ticks[pid] = used
         time.sleep(0.5)
     return None
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """CPU time a process has used, user and system, in clock ticks (1/100 s); None once it ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # from field 3, the state
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime

@@ -32,7 +32,7 @@ def running(extractor, limits=None, api_key=None, allow_origins=()):
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        deadline = time.time() + 60  # seconds, not the usual tenths, on a loaded machine
+        deadline = time.time() + 60  # it starts in tenths of a second, but a loaded machine is slower
         while not server.started and thread.is_alive() and time.time() < deadline:
             time.sleep(0.02)
         assert server.started, "uvicorn did not start"
