@@ -1,23 +1,19 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hpd_gguf import models
 from hpd_gguf import Extractor
+from hpd_gguf.agreement import TokenTrace, agreement
 from hpd_gguf.llama import Model
+from hpd_gguf.schema import Result
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 OAMINE = ROOT.parent / "shared" / "data" / "oamine_train.jsonl"
 TEST_MODEL = "smollm2-135m"
 MAX_VALUE_TOKENS = 6  # short values keep the suite fast; the logic is the same
-# llama.cpp's CPU kernels round differently with the shape of a batch (flash attention takes
-# another path past a few dozen tokens, and cell order changes sums): logits move by up to ~0.5
-# on this tiny model, and near-ties flip. Agreement is therefore checked token by token: where
-# the two decodings part, the choice must have been a near-tie.
-NEAR_TIE = 0.75
 # The model's own answers: the tests compare decodings, not the filters the defaults put after
 # them (a confidence near the 0.5 threshold falls either side with the batch's rounding).
 RAW = {"constraint": None, "min_confidence": 0.0}
@@ -27,20 +23,16 @@ def raw_extractor(model, **settings) -> Extractor:
     return Extractor(model, **{**RAW, **settings})
 
 
-class Tracer:
-    """on_logits observer: {(document id, attribute): [(token, margin between the two best
-    logits), ...]}, and the documents of each decode."""
+class Tracer(TokenTrace):
+    """TokenTrace that also keeps the documents of each decode."""
 
     def __init__(self):
-        self.steps: dict = {}
+        super().__init__()
         self.decodes: list[set] = []
 
     def __call__(self, branches, logits):
         self.decodes.append({b.doc.task.id for b in branches})
-        top2 = np.partition(logits, -2, axis=1)[:, -2:]
-        for row, branch in enumerate(branches):
-            key = (branch.doc.task.id, branch.doc.task.names[branch.index])
-            self.steps.setdefault(key, []).append((int(logits[row].argmax()), float(top2[row, 1] - top2[row, 0])))
+        super().__call__(branches, logits)
 
 
 def trace(extractor, documents):
@@ -48,14 +40,6 @@ def trace(extractor, documents):
     tracer = extractor.on_logits = Tracer()
     results = list(extractor.extract(documents))
     return results, tracer.steps
-
-
-def parting_is_a_near_tie(a: list, b: list) -> bool:
-    """Whether two token traces agree, or part first where either had a near-tie."""
-    for (token_a, margin_a), (token_b, margin_b) in zip(a, b):
-        if token_a != token_b:
-            return min(margin_a, margin_b) < NEAR_TIE
-    return len(a) == len(b) or min(m for _, m in a + b) < NEAR_TIE
 
 
 @pytest.fixture(scope="session")
@@ -102,12 +86,9 @@ def assert_matches_sequential(results, steps, reference, floor=0.85):
     """Every value equals the sequential one, except where the decodings part at a near-tie;
     and at least `floor` of them are identical outright."""
     values, reference_steps = reference
-    keys = [(r.id, k) for r in results for k in r.values]
-    got = {(r.id, k): v for r in results for k, v in r.values.items()}
-    differing = [key for key in keys if got[key] != values[key[0]][key[1]]]
-    unexplained = [key for key in differing if not parting_is_a_near_tie(steps[key], reference_steps[key])]
-    assert not unexplained, f"values part from sequential without a near-tie: {unexplained}"
-    assert 1 - len(differing) / len(keys) >= floor, f"{len(differing)} of {len(keys)} values differ"
+    found = agreement(results, steps, [Result(id=i, values=v) for i, v in values.items()], reference_steps)
+    assert not found.unexplained, f"values part from sequential without a near-tie: {found.unexplained}"
+    assert found.share >= floor, f"{found.values - found.equal} of {found.values} values differ"
 
 
 def prompt_tokens_decoded(extractor, documents) -> int:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from hpd_gguf import models
+from hpd_gguf.agreement import parts_at_near_tie
 from hpd_gguf.llama import Model
-from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, parting_is_a_near_tie, trace, raw_extractor
+from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, trace, raw_extractor
 
 
 def _first_value_logits(extractor, documents):
@@ -50,7 +51,7 @@ def test_isolation_from_neighbours(model, products):
     for neighbours in (products[:4] + [products[7]], [products[7]] + products[12:18]):
         values, steps = run(neighbours)
         for name, value in values[target].items():
-            assert value == alone[0][target][name] or parting_is_a_near_tie(steps[target, name], alone[1][target, name])
+            assert value == alone[0][target][name] or parts_at_near_tie(steps[target, name], alone[1][target, name])
 
 
 def test_every_attribute_is_a_key_and_order_is_kept(extract, products):
