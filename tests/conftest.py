@@ -5,7 +5,7 @@ import pytest
 
 from hpd_gguf import models
 from hpd_gguf import Extractor
-from hpd_gguf.agreement import TokenTrace, agreement
+from hpd_gguf.agreement import Agreement, TokenTrace, agreement
 from hpd_gguf.llama import Model
 from hpd_gguf.schema import Result
 
@@ -82,11 +82,16 @@ def sequential_reference(model, products):
     return {r.id: r.values for r in results}, steps
 
 
+def agreement_with_sequential(results, steps, reference) -> Agreement:
+    """`results` against the sequential_reference fixture's values and traces."""
+    values, reference_steps = reference
+    return agreement(results, steps, [Result(id=i, values=v) for i, v in values.items()], reference_steps)
+
+
 def assert_matches_sequential(results, steps, reference, floor=0.85):
     """Every value equals the sequential one, except where the decodings part at a near-tie;
     and at least `floor` of them are identical outright."""
-    values, reference_steps = reference
-    found = agreement(results, steps, [Result(id=i, values=v) for i, v in values.items()], reference_steps)
+    found = agreement_with_sequential(results, steps, reference)
     assert not found.unexplained, f"values part from sequential without a near-tie: {found.unexplained}"
     assert found.share >= floor, f"{found.values - found.equal} of {found.values} values differ"
 

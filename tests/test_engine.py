@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from hpd_gguf import models
-from hpd_gguf.agreement import agreement, parts_at_near_tie
+from hpd_gguf.agreement import parts_at_near_tie
 from hpd_gguf.llama import Model
-from hpd_gguf.schema import Result
-from tests.conftest import MAX_VALUE_TOKENS, assert_matches_sequential, trace, raw_extractor
+from tests.conftest import MAX_VALUE_TOKENS, agreement_with_sequential, assert_matches_sequential, trace, raw_extractor
 
 
 def _first_value_logits(extractor, documents):
@@ -47,8 +46,7 @@ def test_a_different_answer_is_no_near_tie(model, products, sequential_reference
     from sequential's where both decodings had a clear winner (as a corrupted batch would)."""
     rebranded = [{**p, "text": "Acme " + p["text"].split(" ", 1)[1]} for p in products[:4]]
     results, steps = trace(raw_extractor(model, mode="sequential", max_value_tokens=MAX_VALUE_TOKENS), rebranded)
-    values, reference_steps = sequential_reference
-    found = agreement(results, steps, [Result(id=i, values=v) for i, v in values.items()], reference_steps)
+    found = agreement_with_sequential(results, steps, sequential_reference)
     brands = [(p["id"], "Brand") for p in rebranded]
     assert all(key in found.unexplained for key in brands), found  # first-token margins of 4-8 here
 
